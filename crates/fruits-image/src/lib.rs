@@ -1,0 +1,461 @@
+//! Image bytes → MobileNetV2 input, exactly as the original Python pipeline prepared them.
+//!
+//! The notebook did `PIL.Image.open(bytes).resize([224, 224])` (bicubic for RGB), then Keras'
+//! `preprocess_input` (`x / 127.5 - 1`). This crate reproduces each step bit for bit:
+//!
+//! * [`decode`]: JPEG through libjpeg-turbo's decoder (the `mozjpeg` crate, the same code and
+//!   settings Pillow uses: integer IDCT, fancy upsampling) and PNG; grey, CMYK and alpha images
+//!   become RGB the way Pillow's `convert("RGB")` does.
+//! * [`resize_bicubic`]: Pillow's two-pass fixed-point convolution (`Resample.c`), coefficient
+//!   for coefficient, so the 224x224 pixels equal Pillow's.
+//! * [`to_model_input`]: `x / 127.5 - 1` in `f32`.
+//!
+//! Pure functions: no files, models or engines.
+//!
+//! ```
+//! let img = fruits_image::RgbImage::new(2, 1, vec![0, 0, 0, 255, 255, 255]).unwrap();
+//! let big = fruits_image::resize_bicubic(&img, 4, 2);
+//! assert_eq!((big.width, big.height), (4, 2));
+//! let mut x = vec![0.0; 4 * 2 * 3];
+//! fruits_image::to_model_input(&big, &mut x);
+//! assert_eq!(x[0], -1.0);
+//! ```
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Side of the square the model takes.
+pub const MODEL_SIDE: usize = 224;
+/// Number of `f32` values of one model input (224 x 224 x 3, HWC).
+pub const MODEL_INPUT_LEN: usize = MODEL_SIDE * MODEL_SIDE * 3;
+
+/// Why an image could not be turned into model input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The bytes are empty.
+    #[error("empty file")]
+    Empty,
+    /// The bytes are neither JPEG nor PNG.
+    #[error("not a JPEG or PNG image")]
+    UnknownFormat,
+    /// The decoder rejected the data (corrupt or truncated).
+    #[error("cannot decode {format}: {message}")]
+    Decode {
+        /// "JPEG" or "PNG".
+        format: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A colour layout fruits does not convert.
+    #[error("unsupported {0}")]
+    Unsupported(String),
+}
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved `R, G, B`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height * 3` bytes.
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Wraps interleaved RGB bytes, checking their length.
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<RgbImage, ImageError> {
+        if width == 0 || height == 0 || pixels.len() != width * height * 3 {
+            return Err(ImageError::Unsupported(format!(
+                "pixel buffer of {} bytes for {width}x{height} RGB",
+                pixels.len()
+            )));
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            pixels,
+        })
+    }
+}
+
+/// Decodes, resizes to 224x224 as Pillow does and scales to `[-1, 1]` into `out`
+/// (`MODEL_INPUT_LEN` values, HWC): the whole preprocessing of one photo.
+pub fn preprocess(bytes: &[u8], out: &mut [f32]) -> Result<(), ImageError> {
+    let img = decode(bytes)?;
+    let resized = resize_bicubic(&img, MODEL_SIDE, MODEL_SIDE);
+    to_model_input(&resized, out);
+    Ok(())
+}
+
+/// Decodes JPEG or PNG bytes to RGB (grey, CMYK and alpha converted as Pillow's `convert("RGB")`).
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(bytes)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes)
+    } else {
+        Err(ImageError::UnknownFormat)
+    }
+}
+
+/// libjpeg error handler: fatal errors unwind (caught in [`decode_jpeg`]); of the warnings,
+/// only "premature end of data" is fatal, as Pillow refuses truncated files.
+fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    extern "C-unwind" fn error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+        std::panic::resume_unwind(Box::new(message(cinfo)));
+    }
+    extern "C-unwind" fn emit_message(
+        cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+        level: std::os::raw::c_int,
+    ) {
+        // SAFETY: libjpeg calls this with its own valid `cinfo`, whose `err` we installed.
+        let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code) };
+        if level < 0 && code == Some(mozjpeg_sys::JWRN_JPEG_EOF as std::os::raw::c_int) {
+            std::panic::resume_unwind(Box::new("image file is truncated".to_string()));
+        }
+    }
+    fn message(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
+        // SAFETY: as above; format_message writes at most JMSG_LENGTH_MAX (80) bytes.
+        unsafe {
+            let Some(fmt) = cinfo.err.as_ref().and_then(|e| e.format_message) else {
+                return "libjpeg error".into();
+            };
+            let buffer = [0u8; 80];
+            fmt(cinfo, &buffer);
+            let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
+            String::from_utf8_lossy(&buffer[..end]).into_owned()
+        }
+    }
+    // SAFETY: jpeg_std_error only fills the struct in.
+    unsafe {
+        let mut err: mozjpeg_sys::jpeg_error_mgr = std::mem::zeroed();
+        mozjpeg_sys::jpeg_std_error(&mut err);
+        err.error_exit = Some(error_exit);
+        err.emit_message = Some(emit_message);
+        err
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let fail = |message: String| ImageError::Decode {
+        format: "JPEG",
+        message,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<RgbImage> {
+        let d = mozjpeg::Decompress::builder()
+            .with_err(jpeg_error_mgr())
+            .with_markers(&[mozjpeg::Marker::APP(14)])
+            .from_mem(bytes)?;
+        let adobe = d.markers().any(|m| m.data.starts_with(b"Adobe"));
+        let (width, height) = (d.width(), d.height());
+        use mozjpeg_sys::J_COLOR_SPACE as Cs;
+        let pixels = match d.color_space() {
+            Cs::JCS_CMYK | Cs::JCS_YCCK => {
+                let mut started = d.to_colorspace(Cs::JCS_CMYK)?;
+                let cmyk: Vec<u8> = started.read_scanlines()?;
+                started.finish()?;
+                cmyk_to_rgb(&cmyk, adobe)
+            }
+            _ => {
+                let mut started = d.rgb()?;
+                let rgb: Vec<u8> = started.read_scanlines()?;
+                started.finish()?;
+                rgb
+            }
+        };
+        if pixels.len() != width * height * 3 {
+            return Err(std::io::Error::other("image file is truncated"));
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            pixels,
+        })
+    }));
+    match result {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(panic) => Err(fail(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into()),
+        )),
+    }
+}
+
+/// Pillow's `CMYK` → `RGB` (`cmyk2rgb` in `Convert.c`); Adobe files store inverted ink.
+fn cmyk_to_rgb(cmyk: &[u8], adobe_inverted: bool) -> Vec<u8> {
+    let muldiv255 = |a: u32, b: u32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    let mut out = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let [c, m, y, k] = if adobe_inverted {
+            [255 - px[0], 255 - px[1], 255 - px[2], 255 - px[3]]
+        } else {
+            [px[0], px[1], px[2], px[3]]
+        };
+        let nk = 255 - k as u32;
+        for ink in [c, m, y] {
+            out.push((nk as i32 - muldiv255(ink as u32, nk) as i32).clamp(0, 255) as u8);
+        }
+    }
+    out
+}
+
+fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let fail = |e: png::DecodingError| ImageError::Decode {
+        format: "PNG",
+        message: e.to_string(),
+    };
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(fail)?;
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        ImageError::Unsupported("PNG too large".into())
+    })?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(fail)?;
+    buf.truncate(info.buffer_size());
+    let (width, height) = (info.width as usize, info.height as usize);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => {
+            return Err(ImageError::Unsupported("indexed PNG after expansion".into()))
+        }
+    };
+    // Pillow's convert("RGB") replicates grey and drops alpha.
+    let mut pixels = Vec::with_capacity(width * height * 3);
+    for row in buf.chunks_exact(info.line_size) {
+        for px in row[..width * channels].chunks_exact(channels) {
+            match channels {
+                1 | 2 => pixels.extend_from_slice(&[px[0], px[0], px[0]]),
+                _ => pixels.extend_from_slice(&px[..3]),
+            }
+        }
+    }
+    RgbImage::new(width, height, pixels)
+}
+
+/// Fixed-point precision of Pillow's 8-bit resampling (`PRECISION_BITS`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (`a = -0.5`).
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Per output pixel: the first input index, the number of taps, and the fixed-point weights.
+struct Coefficients {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    weights: Vec<i32>,
+}
+
+/// `precompute_coeffs` + `normalize_coeffs_8bpc` of Pillow's `Resample.c`, for the full box.
+fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
+    const SUPPORT: f64 = 2.0;
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = SUPPORT * filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C's (int) cast truncates toward zero, as `as` does.
+        let xmin = ((center - support + 0.5) as i64).max(0);
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
+        let (xmin, xmax) = (xmin as usize, xmax.max(0) as usize);
+        let mut ww = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
+            let w = bicubic_filter(((x + xmin) as f64 - center + 0.5) * ss);
+            *kx = w;
+            ww += w;
+        }
+        for x in 0..xmax {
+            let v = if ww != 0.0 { k[x] / ww } else { k[x] };
+            let fixed = v * f64::from(1u32 << PRECISION_BITS);
+            weights[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + fixed) as i32
+            } else {
+                (0.5 + fixed) as i32
+            };
+        }
+        bounds.push((xmin, xmax));
+    }
+    Coefficients {
+        ksize,
+        bounds,
+        weights,
+    }
+}
+
+#[inline(always)]
+fn clip8(v: i32) -> u8 {
+    if v >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// Resizes like Pillow's `Image.resize((width, height), Image.BICUBIC)` on an RGB image:
+/// a horizontal then a vertical fixed-point pass, each rounding to 8 bits.
+pub fn resize_bicubic(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    if (width, height) == (img.width, img.height) {
+        return img.clone();
+    }
+    let horiz = coefficients(img.width, width);
+    let vert = coefficients(img.height, height);
+    let need_horizontal = width != img.width;
+    let need_vertical = height != img.height;
+    let half = 1i32 << (PRECISION_BITS - 1);
+
+    // Horizontal pass over the rows the vertical pass will read.
+    let (first_row, temp, temp_width) = if need_horizontal {
+        let first = vert.bounds[0].0;
+        let last = vert.bounds[height - 1].0 + vert.bounds[height - 1].1;
+        let (first, last) = if need_vertical {
+            (first, last)
+        } else {
+            (0, img.height)
+        };
+        let mut out = vec![0u8; (last - first) * width * 3];
+        for (ty, y) in (first..last).enumerate() {
+            let src = &img.pixels[y * img.width * 3..(y + 1) * img.width * 3];
+            let dst = &mut out[ty * width * 3..(ty + 1) * width * 3];
+            for xx in 0..width {
+                let (xmin, n) = horiz.bounds[xx];
+                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
+                let (mut s0, mut s1, mut s2) = (half, half, half);
+                for (i, &w) in k.iter().enumerate() {
+                    let p = &src[(xmin + i) * 3..(xmin + i) * 3 + 3];
+                    s0 += p[0] as i32 * w;
+                    s1 += p[1] as i32 * w;
+                    s2 += p[2] as i32 * w;
+                }
+                dst[xx * 3] = clip8(s0);
+                dst[xx * 3 + 1] = clip8(s1);
+                dst[xx * 3 + 2] = clip8(s2);
+            }
+        }
+        (first, out, width)
+    } else {
+        (0, img.pixels.clone(), img.width)
+    };
+    if !need_vertical {
+        return RgbImage {
+            width,
+            height,
+            pixels: temp,
+        };
+    }
+
+    // Vertical pass: column by column of taps, all channels of a row at once.
+    let row_len = temp_width * 3;
+    let mut out = vec![0u8; height * row_len];
+    let mut acc = vec![0i32; row_len];
+    for yy in 0..height {
+        let (ymin, n) = vert.bounds[yy];
+        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+        acc.fill(half);
+        for (i, &w) in k.iter().enumerate() {
+            let y = ymin + i - first_row;
+            let src = &temp[y * row_len..(y + 1) * row_len];
+            for (a, &p) in acc.iter_mut().zip(src) {
+                *a += p as i32 * w;
+            }
+        }
+        for (o, &a) in out[yy * row_len..(yy + 1) * row_len].iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    RgbImage {
+        width,
+        height,
+        pixels: out,
+    }
+}
+
+/// Keras' `preprocess_input` for MobileNetV2: `x / 127.5 - 1`, HWC, into `out`.
+///
+/// # Panics
+/// If `out` is shorter than the image's `width * height * 3` values.
+pub fn to_model_input(img: &RgbImage, out: &mut [f32]) {
+    for (o, &p) in out[..img.pixels.len()].iter_mut().zip(&img.pixels) {
+        *o = p as f32 / 127.5 - 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coefficients_sum_to_one_in_fixed_point() {
+        let c = coefficients(100, 224);
+        assert_eq!(c.ksize, 5);
+        for xx in 0..224 {
+            let (_, n) = c.bounds[xx];
+            let s: i32 = c.weights[xx * c.ksize..xx * c.ksize + n].iter().sum();
+            assert!((s - (1 << PRECISION_BITS)).abs() <= 3, "{xx}: {s}");
+        }
+        // Edges are clipped to the image.
+        assert_eq!(c.bounds[0].0, 0);
+        assert_eq!(c.bounds[223].0 + c.bounds[223].1, 100);
+    }
+
+    #[test]
+    fn flat_image_stays_flat() {
+        let img = RgbImage::new(3, 5, [10u8, 20, 30].repeat(15)).unwrap();
+        let out = resize_bicubic(&img, 7, 2);
+        assert!(out.pixels.chunks(3).all(|p| p == [10, 20, 30]));
+    }
+
+    #[test]
+    fn model_input_scaling() {
+        let img = RgbImage::new(1, 1, vec![0, 255, 127]).unwrap();
+        let mut x = [0.0f32; 3];
+        to_model_input(&img, &mut x);
+        assert_eq!(x, [-1.0, 1.0, 127.0 / 127.5 - 1.0]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(decode(&[]), Err(ImageError::Empty));
+        assert_eq!(decode(b"hello world"), Err(ImageError::UnknownFormat));
+        let err = decode(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 1, 2, 3]).unwrap_err();
+        assert!(matches!(err, ImageError::Decode { format: "JPEG", .. }), "{err}");
+    }
+
+    #[test]
+    fn cmyk_conversion_matches_pillow() {
+        // Pillow: CMYK (0,0,0,0) is white, (255,255,255,255) black; Adobe stores inverted ink.
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0], false), vec![255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0], false), vec![0, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 255], true), vec![255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 127], false), vec![128, 128, 128]);
+    }
+}

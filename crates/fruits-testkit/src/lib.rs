@@ -1,0 +1,139 @@
+//! Test support for the fruits crates (a dev-dependency only).
+//!
+//! * [`shared`] finds the read-only `../shared` data folder, or prints why a test skips.
+//! * [`write_photo_tree`] writes a small `<label>/<name>.jpg` tree of real JPEGs, so tests run
+//!   on a machine without `../shared`.
+//! * [`synthetic_weights`] writes a complete set of seeded MobileNetV2 `.npy` tensors.
+
+use std::path::{Path, PathBuf};
+
+/// The `shared/` data folder (`$FRUITS_SHARED`, else `../shared` beside the repository), or
+/// `None` after printing why the calling test skips.
+pub fn shared(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("FRUITS_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let probe = dir.join(what);
+    if probe.exists() {
+        Some(dir)
+    } else {
+        println!("SKIP: {} not found (set FRUITS_SHARED to the shared/ folder)", probe.display());
+        None
+    }
+}
+
+/// Encodes an RGB buffer as a baseline JPEG (quality 95, 4:2:0).
+pub fn encode_jpeg(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
+    let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    c.set_size(width, height);
+    c.set_quality(95.0);
+    let mut started = c.start_compress(Vec::new()).expect("start JPEG");
+    started.write_scanlines(rgb).expect("write JPEG");
+    started.finish().expect("finish JPEG")
+}
+
+/// A deterministic 100x100 photo-like RGB image: a coloured disc on a light background,
+/// its hue and size set by `class` and `index`.
+pub fn fruit_pixels(class: usize, index: usize) -> Vec<u8> {
+    let (w, h) = (100usize, 100usize);
+    let hue = [(220, 40, 40), (240, 200, 30), (60, 160, 50), (120, 60, 160), (250, 130, 20)];
+    let (r, g, b) = hue[class % hue.len()];
+    let radius = 25.0 + (index % 7) as f32 * 3.0 + (class / hue.len()) as f32 * 5.0;
+    let mut px = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let d = ((x as f32 - 50.0).powi(2) + (y as f32 - 50.0).powi(2)).sqrt();
+            let shade = ((x + 2 * y + index * 13) % 23) as i32 - 11;
+            let (pr, pg, pb) = if d < radius { (r, g, b) } else { (245, 245, 240) };
+            let c = |v: i32| (v + shade).clamp(0, 255) as u8;
+            px.extend_from_slice(&[c(pr), c(pg), c(pb)]);
+        }
+    }
+    px
+}
+
+/// Writes `classes` folders (`Class 0`, `Class 1`, ...) of `per_class` 100x100 JPEGs each
+/// under `root`; returns the paths written.
+pub fn write_photo_tree(root: &Path, classes: usize, per_class: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for c in 0..classes {
+        let dir = root.join(format!("Class {c}"));
+        std::fs::create_dir_all(&dir).expect("create class folder");
+        for i in 0..per_class {
+            let path = dir.join(format!("r_{i}_100.jpg"));
+            std::fs::write(&path, encode_jpeg(100, 100, &fruit_pixels(c, i))).expect("write JPEG");
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Every MobileNetV2 tensor as `(TF-slim name, shape)`, in network order.
+pub fn mobilenet_v2_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut t = Vec::new();
+    let bn = |t: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize| {
+        for f in ["gamma", "beta", "moving_mean", "moving_variance"] {
+            t.push((format!("{p}_BatchNorm_{f}"), vec![c]));
+        }
+    };
+    t.push(("Conv_weights".into(), vec![3, 3, 3, 32]));
+    bn(&mut t, "Conv", 32);
+    // (expansion, out channels, repeats) of the 1.0 width network.
+    let cfg = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)];
+    let mut cin = 32;
+    let mut block = 0;
+    for (e, cout, n) in cfg {
+        for _ in 0..n {
+            let p = if block == 0 {
+                "expanded_conv".to_string()
+            } else {
+                format!("expanded_conv_{block}")
+            };
+            let mid = cin * e;
+            if e != 1 {
+                t.push((format!("{p}_expand_weights"), vec![1, 1, cin, mid]));
+                bn(&mut t, &format!("{p}_expand"), mid);
+            }
+            t.push((format!("{p}_depthwise_depthwise_weights"), vec![3, 3, mid, 1]));
+            bn(&mut t, &format!("{p}_depthwise"), mid);
+            t.push((format!("{p}_project_weights"), vec![1, 1, mid, cout]));
+            bn(&mut t, &format!("{p}_project"), cout);
+            cin = cout;
+            block += 1;
+        }
+    }
+    t.push(("Conv_1_weights".into(), vec![1, 1, 320, 1280]));
+    bn(&mut t, "Conv_1", 1280);
+    t
+}
+
+/// Writes seeded random MobileNetV2 weights (one `.npy` per tensor, TF-slim names) into `dir`:
+/// the real architecture with made-up values, for tests without `../shared`.
+pub fn synthetic_weights(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir).expect("create weights folder");
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    };
+    for (name, shape) in mobilenet_v2_tensors() {
+        let n: usize = shape.iter().product();
+        let fan_in: usize = shape[..shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let r = next();
+                if name.ends_with("moving_variance") {
+                    0.5 + r.abs()
+                } else if name.ends_with("gamma") {
+                    1.0 + 0.1 * r
+                } else if name.ends_with("beta") || name.ends_with("moving_mean") {
+                    0.1 * r
+                } else {
+                    r * (3.0 / fan_in as f32).sqrt()
+                }
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.npy")), fruits_npy::to_bytes_f32(&shape, &values))
+            .expect("write tensor");
+    }
+}
