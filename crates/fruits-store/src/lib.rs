@@ -154,6 +154,24 @@ impl Location {
         rel.split('/').filter(|s| !s.is_empty()).fold(self.prefix.clone(), |p, s| p.join(s))
     }
 
+    /// The location of `rel` (slash-separated) below this one, in the same store.
+    pub fn sub(&self, rel: &str) -> Location {
+        let kind = match &self.kind {
+            Kind::Local(dir) => Kind::Local(rel.split('/').filter(|s| !s.is_empty()).fold(dir.clone(), |d, s| d.join(s))),
+            k => k.clone(),
+        };
+        Location { store: self.store.clone(), prefix: self.child(rel), kind }
+    }
+
+    /// The URL DataFusion registers this location's store under (`file://`, `s3://bucket`).
+    pub fn store_url(&self) -> Result<url::Url, StoreError> {
+        let text = match &self.kind {
+            Kind::Local(_) => "file://".to_string(),
+            Kind::S3 { bucket } => format!("s3://{bucket}"),
+        };
+        url::Url::parse(&text).map_err(|e| StoreError::InvalidUri { uri: text, message: e.to_string() })
+    }
+
     /// The local folder, for locations on the local file system.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         match &self.kind {

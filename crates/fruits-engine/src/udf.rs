@@ -1,0 +1,189 @@
+//! The scalar UDFs of the plan: `featurize(content)` and `pca_project(features)`.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float32Builder, ListBuilder, StringBuilder, StructArray};
+use arrow::datatypes::{DataType, Field, Fields};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use fruits_model::{MobileNetV2, FEATURES, INPUT_LEN};
+use fruits_pca::PcaModel;
+
+/// `List<Float32>` as written to Parquet (`features`, `features_pca`).
+pub fn float_list() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
+}
+
+/// Fields of `featurize`'s struct result: `features` (null if the image failed) and `error`.
+pub fn featurize_fields() -> Fields {
+    Fields::from(vec![Field::new("features", float_list(), true), Field::new("error", DataType::Utf8, true)])
+}
+
+/// `featurize(content: binary) -> struct<features: list<float32>, error: utf8>`:
+/// decode + Pillow resize + MobileNetV2 on a whole batch of rows; one bad image yields a null
+/// `features` and its `error`, never a failed batch. Null content yields nulls in both.
+#[derive(Debug)]
+pub struct Featurize {
+    model: Arc<MobileNetV2>,
+    signature: Signature,
+}
+
+impl Featurize {
+    /// A UDF sharing `model` (loaded once per process).
+    pub fn new(model: Arc<MobileNetV2>) -> Featurize {
+        Featurize { model, signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable) }
+    }
+
+    /// As a DataFusion `ScalarUDF`.
+    pub fn udf(model: Arc<MobileNetV2>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Featurize::new(model))
+    }
+}
+
+impl PartialEq for Featurize {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.model, &other.model)
+    }
+}
+impl Eq for Featurize {}
+impl Hash for Featurize {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Featurize {
+    fn name(&self) -> &str {
+        "featurize"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(featurize_fields()))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let content = arrays[0].as_binary_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Execution(format!("featurize expects binary, got {}", arrays[0].data_type()))
+        })?;
+        let n = content.len();
+        let mut input = vec![0.0f32; n * INPUT_LEN];
+        let mut outcome: Vec<Option<Result<usize, String>>> = Vec::with_capacity(n);
+        let mut good = 0;
+        for i in 0..n {
+            if content.is_null(i) {
+                outcome.push(None);
+                continue;
+            }
+            let slot = &mut input[good * INPUT_LEN..(good + 1) * INPUT_LEN];
+            match fruits_image::preprocess(content.value(i), slot) {
+                Ok(()) => {
+                    outcome.push(Some(Ok(good)));
+                    good += 1;
+                }
+                Err(e) => outcome.push(Some(Err(e.to_string()))),
+            }
+        }
+        let mut features = vec![0.0f32; good * FEATURES];
+        self.model.forward(&input[..good * INPUT_LEN], &mut features, 1);
+
+        let mut list = ListBuilder::with_capacity(Float32Builder::with_capacity(good * FEATURES), n);
+        let mut errors = StringBuilder::new();
+        for o in &outcome {
+            match o {
+                Some(Ok(row)) => {
+                    list.values().append_slice(&features[row * FEATURES..(row + 1) * FEATURES]);
+                    list.append(true);
+                    errors.append_null();
+                }
+                Some(Err(e)) => {
+                    list.append(false);
+                    errors.append_value(e);
+                }
+                None => {
+                    list.append(false);
+                    errors.append_null();
+                }
+            }
+        }
+        let s = StructArray::try_new(
+            featurize_fields(),
+            vec![Arc::new(list.finish()) as ArrayRef, Arc::new(errors.finish())],
+            None,
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(s)))
+    }
+}
+
+/// `pca_project(features: list<float32>) -> list<float32>`: the fitted scaler + PCA.
+#[derive(Debug)]
+pub struct PcaProject {
+    model: Arc<PcaModel>,
+    signature: Signature,
+}
+
+impl PcaProject {
+    /// As a DataFusion `ScalarUDF`.
+    pub fn udf(model: Arc<PcaModel>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(PcaProject {
+            model,
+            signature: Signature::exact(vec![float_list()], Volatility::Immutable),
+        })
+    }
+}
+
+impl PartialEq for PcaProject {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.model, &other.model)
+    }
+}
+impl Eq for PcaProject {}
+impl Hash for PcaProject {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PcaProject {
+    fn name(&self) -> &str {
+        "pca_project"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(float_list())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let lists = arrays[0]
+            .as_list_opt::<i32>()
+            .ok_or_else(|| DataFusionError::Execution("pca_project expects list<float32>".into()))?;
+        let (dim, k) = (self.model.dim(), self.model.k());
+        let mut out = ListBuilder::with_capacity(Float32Builder::with_capacity(lists.len() * k), lists.len());
+        let mut y = vec![0.0f32; k];
+        for i in 0..lists.len() {
+            if lists.is_null(i) {
+                out.append(false);
+                continue;
+            }
+            let row = lists.value(i);
+            let row = row.as_primitive_opt::<arrow::datatypes::Float32Type>().ok_or_else(|| {
+                DataFusionError::Execution("pca_project expects list<float32>".into())
+            })?;
+            if row.len() != dim || row.null_count() > 0 {
+                return Err(DataFusionError::Execution(format!(
+                    "pca_project: a row has {} values ({} null), the PCA was fitted on {dim}",
+                    row.len(),
+                    row.null_count()
+                )));
+            }
+            self.model.project(row.values(), &mut y);
+            out.values().append_slice(&y);
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
