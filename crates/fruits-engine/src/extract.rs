@@ -149,7 +149,9 @@ fn run_id() -> String {
 }
 
 fn session(threads: usize, batch_size: usize) -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(threads.max(1)).with_batch_size(batch_size.max(1));
+    let mut config = SessionConfig::new().with_target_partitions(threads.max(1)).with_batch_size(batch_size.max(1));
+    // Read strings back as the Utf8 we wrote, not as views.
+    config.options_mut().execution.parquet.schema_force_view_types = false;
     SessionContext::new_with_config(config)
 }
 

@@ -1,1 +1,265 @@
-fn main() {}
+//! `fruits`: turn folders of fruit photos into ML-ready features (MobileNetV2 + PCA → Parquet).
+//!
+//! A thin command line over the library crates: `extract`, `project`, `bench`, `weights`.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use fruits_engine::{ExtractConfig, PcaSpec, Progress, Summary};
+use fruits_pca::{Components, PcaModel};
+
+#[derive(Parser)]
+#[command(name = "fruits", version, about = "Fruit photos → MobileNetV2 features + PCA, as Parquet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Featurise every image under INPUT, fit a PCA, write Parquet to OUTPUT.
+    Extract(ExtractArgs),
+    /// Featurise new photos and project them with a saved PCA (`<output>/_pca`).
+    Project(ProjectArgs),
+    /// Measure images/s per stage and peak memory on a folder of images.
+    Bench(bench::BenchArgs),
+    /// Manage the model weights.
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// Download the official Keras MobileNetV2 weights into the per-user cache.
+    Fetch {
+        /// Where to download from.
+        #[arg(long, default_value = fruits_model::fetch::KERAS_URL)]
+        url: String,
+        /// Download again even if a valid file is cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print which weights a run would use, and check that they load.
+    Path {
+        /// Explicit weights (folder of .npy or Keras .h5).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+}
+
+/// Options shared by `extract` and `project`.
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Folder, file:// or s3:// URI of the photos (searched recursively; label = parent folder).
+    #[arg(long)]
+    input: String,
+    /// Folder, file:// or s3:// URI of the Parquet result.
+    #[arg(long)]
+    output: String,
+    /// Weights: a folder of TF-slim .npy tensors or a Keras .h5 file
+    /// [default: $FRUITS_WEIGHTS, else the cache filled by `fruits weights fetch`].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Replace an existing output (the old one stays readable until the new one is complete).
+    #[arg(long)]
+    overwrite: bool,
+    /// Images per model batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    batch_size: u64,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Keep exactly K principal components.
+    #[arg(long, conflicts_with = "pca_variance")]
+    pca_k: Option<usize>,
+    /// Keep the fewest components holding this share of the variance.
+    #[arg(long, default_value_t = 0.95)]
+    pca_variance: f64,
+}
+
+#[derive(Args)]
+struct ProjectArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The saved PCA: `<output of extract>/_pca` (folder, file:// or s3://).
+    #[arg(long)]
+    pca: String,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("fruits: error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, skipping causes its own message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Extract(a) => {
+            let pca = match a.pca_k {
+                Some(k) => Components::K(k),
+                None => Components::Variance(a.pca_variance),
+            };
+            if let Components::Variance(f) = pca {
+                if !(f > 0.0 && f <= 1.0) {
+                    bail!("--pca-variance must be in (0, 1], got {f}");
+                }
+            }
+            run_job(&a.run, PcaSpec::Fit(pca))
+        }
+        Command::Project(a) => {
+            let rt = runtime(1)?;
+            let model = rt.block_on(load_pca(&a.pca))?;
+            run_job(&a.run, PcaSpec::Apply(Arc::new(model)))
+        }
+        Command::Bench(a) => bench::run(a),
+        Command::Weights { command: WeightsCommand::Fetch { url, force } } => {
+            let path = fruits_model::fetch::fetch(&url, None, force)?;
+            println!("weights ready: {}", path.display());
+            Ok(())
+        }
+        Command::Weights { command: WeightsCommand::Path { weights } } => {
+            let path = fruits_model::weights::locate(weights.as_deref())?;
+            fruits_model::fetch::verify(&path)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
+
+/// A tokio runtime with `threads` workers.
+pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Cores to use when `--threads` is not given.
+pub(crate) fn default_threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
+}
+
+/// Loads the weights a run asked for (with the path in any error).
+pub(crate) fn load_model(weights: Option<&std::path::Path>) -> Result<Arc<fruits_model::MobileNetV2>> {
+    Ok(Arc::new(fruits_model::load(weights)?))
+}
+
+async fn load_pca(uri: &str) -> Result<PcaModel> {
+    let loc = fruits_store::Location::parse(uri)?;
+    let mut files = std::collections::HashMap::new();
+    for name in ["pca.json", "mean.npy", "std.npy", "components.npy", "explained_variance_ratio.npy"] {
+        let bytes = loc.get_rel(name).await.with_context(|| format!("reading the saved PCA at {uri}"))?;
+        files.insert(name, bytes.to_vec());
+    }
+    PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent")).with_context(|| format!("loading {uri}"))
+}
+
+fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
+    let threads = default_threads(a.threads);
+    let model = load_model(a.weights.as_deref())?;
+    let cfg = ExtractConfig {
+        input: a.input.clone(),
+        output: a.output.clone(),
+        model,
+        pca,
+        overwrite: a.overwrite,
+        batch_size: a.batch_size as usize,
+        threads,
+    };
+    let rt = runtime(threads)?;
+    let progress = Arc::new(Progress::default());
+    let summary = rt.block_on(with_progress_bar(progress.clone(), fruits_engine::extract(&cfg, progress)))?;
+    print_summary(&summary);
+    Ok(())
+}
+
+/// Runs `job` while a progress bar (images/s, ETA) follows `progress` on a terminal.
+pub(crate) async fn with_progress_bar<T>(progress: Arc<Progress>, job: impl std::future::Future<Output = T>) -> T {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let ticker = {
+        let bar = bar.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_length(progress.total.load(Ordering::Relaxed));
+                bar.set_position(progress.done.load(Ordering::Relaxed));
+                let skipped = progress.skipped.load(Ordering::Relaxed);
+                if skipped > 0 {
+                    bar.set_message(format!("{skipped} skipped"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let out = job.await;
+    ticker.abort();
+    bar.finish_and_clear();
+    out
+}
+
+fn print_summary(s: &Summary) {
+    if s.skipped > 0 {
+        eprintln!("{} image(s) skipped, listed in {}/_errors.json; first:", s.skipped, s.output);
+        for sk in &s.skipped_sample {
+            eprintln!("  {}: {}", sk.path, sk.error);
+        }
+    }
+    println!("wrote {} rows to {}", s.rows, s.output);
+    println!(
+        "images {}  classes {}  skipped {}  k {}  variance kept {:.4}",
+        s.images, s.classes, s.skipped, s.k, s.variance_kept
+    );
+    println!(
+        "wall {:.1} s  ({:.1} images/s; list {:.1} s, featurize {:.1} s, fit {:.1} s, project+write {:.1} s, commit {:.1} s)",
+        s.seconds.total,
+        s.images_per_second(),
+        s.seconds.list,
+        s.seconds.featurize,
+        s.seconds.fit,
+        s.seconds.project,
+        s.seconds.commit
+    );
+}
