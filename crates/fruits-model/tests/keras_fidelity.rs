@@ -49,3 +49,17 @@ fn missing_or_misshapen_tensors_are_named() {
     let err = fruits_model::load(Some(&dir.path().join("nope"))).unwrap_err().to_string();
     assert!(err.contains("weights not found at") && err.contains("nope"), "{err}");
 }
+
+#[test]
+fn keras_h5_holds_the_same_tensors_as_the_npy_folder() {
+    let Some(shared) = fruits_testkit::shared("models/keras") else { return };
+    let h5 = shared.join("models/keras").join(fruits_model::weights::KERAS_FILE);
+    let from_h5 = Tensors::read(&h5).unwrap();
+    let from_npy = Tensors::read(&shared.join("models/mobilenet_v2_1.0_224")).unwrap();
+    let names = fruits_testkit::mobilenet_v2_tensors();
+    assert_eq!(from_h5.len(), names.len(), "every tensor, nothing else");
+    for (name, shape) in names {
+        assert_eq!(from_h5.take(&name, &shape).unwrap(), from_npy.take(&name, &shape).unwrap(), "{name}");
+    }
+    MobileNetV2::from_tensors(&from_h5).unwrap();
+}
