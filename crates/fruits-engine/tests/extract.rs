@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use fruits_engine::{extract, EngineError, ExtractConfig, PcaSpec, Progress};
 use fruits_model::{MobileNetV2, Tensors};
 use fruits_pca::{Components, PcaModel};
