@@ -137,21 +137,33 @@ fn features_schema() -> SchemaRef {
 }
 
 fn output_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = features_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = features_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("features_pca", float_list(), false));
     Arc::new(Schema::new(fields))
 }
 
 /// A run id unique enough for staging names: time and process.
 fn run_id() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}-{}", t.as_millis(), std::process::id())
 }
 
 fn session(threads: usize, batch_size: usize) -> SessionContext {
-    let mut config = SessionConfig::new().with_target_partitions(threads.max(1)).with_batch_size(batch_size.max(1));
+    let mut config = SessionConfig::new()
+        .with_target_partitions(threads.max(1))
+        .with_batch_size(batch_size.max(1));
     // Read strings back as the Utf8 we wrote, not as views.
-    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     SessionContext::new_with_config(config)
 }
 
@@ -222,7 +234,10 @@ async fn run_stages(
 
     // 2. Featurise: image source → featurize UDF → staged parts + partial sums.
     let t = Instant::now();
-    ctx.register_table("images", Arc::new(image_table(input, images, cfg.threads, cfg.batch_size)?))?;
+    ctx.register_table(
+        "images",
+        Arc::new(image_table(input, images, cfg.threads, cfg.batch_size)?),
+    )?;
     let featurize = Featurize::udf(cfg.model.clone());
     let df = ctx.table("images").await?.select(vec![
         col("path"),
@@ -255,19 +270,29 @@ async fn run_stages(
 
     // 3. Fit (or take) the PCA and save it beside the data.
     let t = Instant::now();
-    let needed = if matches!(cfg.pca, PcaSpec::Fit(_)) { 2 } else { 1 };
+    let needed = if matches!(cfg.pca, PcaSpec::Fit(_)) {
+        2
+    } else {
+        1
+    };
     if sums.count() < needed {
         return Err(EngineError::TooFewImages {
             ok: sums.count(),
             total: images.len() as u64,
-            first_error: skipped.first().map(|s| format!("{}: {}", s.path, s.error)).unwrap_or_default(),
+            first_error: skipped
+                .first()
+                .map(|s| format!("{}: {}", s.path, s.error))
+                .unwrap_or_default(),
         });
     }
     let pca = match &cfg.pca {
         PcaSpec::Fit(choice) => Arc::new(fruits_pca::fit(&sums, *choice)?),
         PcaSpec::Apply(model) => {
             if model.dim() != FEATURES {
-                return Err(EngineError::PcaDimension { expected: model.dim(), found: FEATURES });
+                return Err(EngineError::PcaDimension {
+                    expected: model.dim(),
+                    found: FEATURES,
+                });
             }
             model.clone()
         }
@@ -285,7 +310,10 @@ async fn run_stages(
         ctx.register_object_store(&url, staged.store().clone());
         let project = PcaProject::udf(pca.clone());
         let df = ctx
-            .read_parquet(format!("{}/", features_dir.uri()), ParquetReadOptions::default())
+            .read_parquet(
+                format!("{}/", features_dir.uri()),
+                ParquetReadOptions::default(),
+            )
             .await?
             .select(vec![
                 col("path"),
@@ -313,7 +341,10 @@ async fn run_stages(
 
     // 5. Nothing lost, nothing duplicated.
     if written != staged_rows {
-        return Err(EngineError::RowCount { staged: staged_rows, written });
+        return Err(EngineError::RowCount {
+            staged: staged_rows,
+            written,
+        });
     }
     Ok((written, labels.len(), skipped, pca))
 }
@@ -332,7 +363,11 @@ async fn featurize_partition(
     staged: &Location,
     progress: &Progress,
 ) -> Result<PartitionResult, EngineError> {
-    let mut writer = PartWriter::create(staged, &format!("{FEATURES_DIR}/part-{p:05}.parquet"), features_schema())?;
+    let mut writer = PartWriter::create(
+        staged,
+        &format!("{FEATURES_DIR}/part-{p:05}.parquet"),
+        features_schema(),
+    )?;
     let mut out = PartitionResult {
         rows: 0,
         sums: PartialSums::new(FEATURES),
@@ -362,7 +397,10 @@ async fn featurize_partition(
                     "no content"
                 };
                 tracing::warn!(path = path.value(i), error = why, "skipped image");
-                out.skipped.push(Skipped { path: path.value(i).to_string(), error: why.to_string() });
+                out.skipped.push(Skipped {
+                    path: path.value(i).to_string(),
+                    error: why.to_string(),
+                });
             }
         }
         let mask = arrow::array::BooleanArray::from(keep);
@@ -370,23 +408,38 @@ async fn featurize_partition(
         let features_kept = good(f.column(0))?;
         let rows = RecordBatch::try_new(
             features_schema(),
-            vec![good(batch.column(0))?, good(batch.column(1))?, features_kept.clone()],
+            vec![
+                good(batch.column(0))?,
+                good(batch.column(1))?,
+                features_kept.clone(),
+            ],
         )?;
         let lists = features_kept.as_list::<i32>();
         let offsets = lists.value_offsets();
         let (from, to) = (offsets[0] as usize, offsets[lists.len()] as usize);
-        let values = lists.values().as_primitive::<arrow::datatypes::Float32Type>();
+        let values = lists
+            .values()
+            .as_primitive::<arrow::datatypes::Float32Type>();
         out.sums.add_rows(&values.values()[from..to]);
         writer.write(&rows).await?;
-        progress.done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        progress.skipped.fetch_add((batch.num_rows() - rows.num_rows()) as u64, Ordering::Relaxed);
+        progress
+            .done
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        progress.skipped.fetch_add(
+            (batch.num_rows() - rows.num_rows()) as u64,
+            Ordering::Relaxed,
+        );
     }
     out.rows = writer.close().await?;
     Ok(out)
 }
 
 /// Map stage 2 for one partition: projected rows to a final part.
-async fn write_partition(p: usize, mut stream: SendableRecordBatchStream, staged: &Location) -> Result<u64, EngineError> {
+async fn write_partition(
+    p: usize,
+    mut stream: SendableRecordBatchStream,
+    staged: &Location,
+) -> Result<u64, EngineError> {
     let mut writer = PartWriter::create(staged, &format!("part-{p:05}.parquet"), output_schema())?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;

@@ -15,7 +15,7 @@ pub mod sink;
 pub mod source;
 pub mod udf;
 
-pub use extract::{extract, ExtractConfig, Progress, PcaSpec, Summary};
+pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
 
 /// Why a run stopped. Each message is one line naming what and where.
 #[derive(Debug, thiserror::Error)]

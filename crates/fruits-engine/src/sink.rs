@@ -22,7 +22,11 @@ pub struct PartWriter {
 
 impl PartWriter {
     /// Starts `rel` below `location`.
-    pub fn create(location: &Location, rel: &str, schema: SchemaRef) -> Result<PartWriter, EngineError> {
+    pub fn create(
+        location: &Location,
+        rel: &str,
+        schema: SchemaRef,
+    ) -> Result<PartWriter, EngineError> {
         let path = location.child(rel);
         let uri = location.uri_of(&path);
         let props = WriterProperties::builder()
@@ -30,9 +34,17 @@ impl PartWriter {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let object = BufWriter::new(location.store().clone(), path);
-        let writer = AsyncArrowWriter::try_new(object, schema, Some(props))
-            .map_err(|source| EngineError::Parquet { uri: uri.clone(), source })?;
-        Ok(PartWriter { writer, uri, rows: 0 })
+        let writer = AsyncArrowWriter::try_new(object, schema, Some(props)).map_err(|source| {
+            EngineError::Parquet {
+                uri: uri.clone(),
+                source,
+            }
+        })?;
+        Ok(PartWriter {
+            writer,
+            uri,
+            rows: 0,
+        })
     }
 
     /// Appends a batch.
@@ -40,14 +52,23 @@ impl PartWriter {
         self.writer
             .write(batch)
             .await
-            .map_err(|source| EngineError::Parquet { uri: self.uri.clone(), source })?;
+            .map_err(|source| EngineError::Parquet {
+                uri: self.uri.clone(),
+                source,
+            })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     /// Finishes the file; returns the rows written.
     pub async fn close(self) -> Result<u64, EngineError> {
-        self.writer.close().await.map_err(|source| EngineError::Parquet { uri: self.uri, source })?;
+        self.writer
+            .close()
+            .await
+            .map_err(|source| EngineError::Parquet {
+                uri: self.uri,
+                source,
+            })?;
         Ok(self.rows)
     }
 }

@@ -3,10 +3,14 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float32Builder, ListBuilder, StringBuilder, StructArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float32Builder, ListBuilder, StringBuilder, StructArray,
+};
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use fruits_model::{MobileNetV2, FEATURES, INPUT_LEN};
 use fruits_pca::PcaModel;
 
@@ -17,7 +21,10 @@ pub fn float_list() -> DataType {
 
 /// Fields of `featurize`'s struct result: `features` (null if the image failed) and `error`.
 pub fn featurize_fields() -> Fields {
-    Fields::from(vec![Field::new("features", float_list(), true), Field::new("error", DataType::Utf8, true)])
+    Fields::from(vec![
+        Field::new("features", float_list(), true),
+        Field::new("error", DataType::Utf8, true),
+    ])
 }
 
 /// `featurize(content: binary) -> struct<features: list<float32>, error: utf8>`:
@@ -32,7 +39,10 @@ pub struct Featurize {
 impl Featurize {
     /// A UDF sharing `model` (loaded once per process).
     pub fn new(model: Arc<MobileNetV2>) -> Featurize {
-        Featurize { model, signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable) }
+        Featurize {
+            model,
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
+        }
     }
 
     /// As a DataFusion `ScalarUDF`.
@@ -66,7 +76,10 @@ impl ScalarUDFImpl for Featurize {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let content = arrays[0].as_binary_opt::<i32>().ok_or_else(|| {
-            DataFusionError::Execution(format!("featurize expects binary, got {}", arrays[0].data_type()))
+            DataFusionError::Execution(format!(
+                "featurize expects binary, got {}",
+                arrays[0].data_type()
+            ))
         })?;
         let n = content.len();
         let mut input = vec![0.0f32; n * INPUT_LEN];
@@ -87,14 +100,17 @@ impl ScalarUDFImpl for Featurize {
             }
         }
         let mut features = vec![0.0f32; good * FEATURES];
-        self.model.forward(&input[..good * INPUT_LEN], &mut features, 1);
+        self.model
+            .forward(&input[..good * INPUT_LEN], &mut features, 1);
 
-        let mut list = ListBuilder::with_capacity(Float32Builder::with_capacity(good * FEATURES), n);
+        let mut list =
+            ListBuilder::with_capacity(Float32Builder::with_capacity(good * FEATURES), n);
         let mut errors = StringBuilder::new();
         for o in &outcome {
             match o {
                 Some(Ok(row)) => {
-                    list.values().append_slice(&features[row * FEATURES..(row + 1) * FEATURES]);
+                    list.values()
+                        .append_slice(&features[row * FEATURES..(row + 1) * FEATURES]);
                     list.append(true);
                     errors.append_null();
                 }
@@ -110,7 +126,10 @@ impl ScalarUDFImpl for Featurize {
         }
         let s = StructArray::try_new(
             featurize_fields(),
-            vec![Arc::new(list.finish()) as ArrayRef, Arc::new(errors.finish())],
+            vec![
+                Arc::new(list.finish()) as ArrayRef,
+                Arc::new(errors.finish()),
+            ],
             None,
         )?;
         Ok(ColumnarValue::Array(Arc::new(s)))
@@ -158,11 +177,12 @@ impl ScalarUDFImpl for PcaProject {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let lists = arrays[0]
-            .as_list_opt::<i32>()
-            .ok_or_else(|| DataFusionError::Execution("pca_project expects list<float32>".into()))?;
+        let lists = arrays[0].as_list_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Execution("pca_project expects list<float32>".into())
+        })?;
         let (dim, k) = (self.model.dim(), self.model.k());
-        let mut out = ListBuilder::with_capacity(Float32Builder::with_capacity(lists.len() * k), lists.len());
+        let mut out =
+            ListBuilder::with_capacity(Float32Builder::with_capacity(lists.len() * k), lists.len());
         let mut y = vec![0.0f32; k];
         for i in 0..lists.len() {
             if lists.is_null(i) {
@@ -170,9 +190,11 @@ impl ScalarUDFImpl for PcaProject {
                 continue;
             }
             let row = lists.value(i);
-            let row = row.as_primitive_opt::<arrow::datatypes::Float32Type>().ok_or_else(|| {
-                DataFusionError::Execution("pca_project expects list<float32>".into())
-            })?;
+            let row = row
+                .as_primitive_opt::<arrow::datatypes::Float32Type>()
+                .ok_or_else(|| {
+                    DataFusionError::Execution("pca_project expects list<float32>".into())
+                })?;
             if row.len() != dim || row.null_count() > 0 {
                 return Err(DataFusionError::Execution(format!(
                     "pca_project: a row has {} values ({} null), the PCA was fitted on {dim}",

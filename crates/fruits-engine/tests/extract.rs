@@ -31,18 +31,34 @@ fn read_rows(dir: &Path) -> Vec<(String, String, Vec<f32>, Vec<f32>)> {
     let mut rows = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_str().unwrap().starts_with("part-") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("part-")
+        {
             continue;
         }
         let file = std::fs::File::open(&path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch: RecordBatch = batch.unwrap();
-            let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let names: Vec<_> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             assert_eq!(names, ["path", "label", "features", "features_pca"]);
             let list = |i: usize, r: usize| {
                 let l = batch.column(i).as_list::<i32>().value(r);
-                l.as_primitive::<arrow::datatypes::Float32Type>().values().to_vec()
+                l.as_primitive::<arrow::datatypes::Float32Type>()
+                    .values()
+                    .to_vec()
             };
             for r in 0..batch.num_rows() {
                 rows.push((
@@ -64,7 +80,11 @@ async fn extract_skips_bad_images_and_commits_atomically() {
     let input = dir.path().join("Test");
     fruits_testkit::write_photo_tree(&input, 3, 4);
     let good = std::fs::read(input.join("Class 0/r_0_100.jpg")).unwrap();
-    std::fs::write(input.join("Class 1/corrupt.jpg"), b"\xFF\xD8\xFF\xE0garbage").unwrap();
+    std::fs::write(
+        input.join("Class 1/corrupt.jpg"),
+        b"\xFF\xD8\xFF\xE0garbage",
+    )
+    .unwrap();
     std::fs::write(input.join("Class 1/empty.jpg"), b"").unwrap();
     std::fs::write(input.join("Class 2/text.jpg"), b"this is not an image").unwrap();
     std::fs::write(input.join("Class 2/truncated.jpg"), &good[..good.len() / 2]).unwrap();
@@ -72,16 +92,28 @@ async fn extract_skips_bad_images_and_commits_atomically() {
     let output = dir.path().join("out");
     let model = synthetic_model();
 
-    let cfg = config(&input, &output, model.clone(), PcaSpec::Fit(Components::K(5)));
+    let cfg = config(
+        &input,
+        &output,
+        model.clone(),
+        PcaSpec::Fit(Components::K(5)),
+    );
     let progress = Arc::new(Progress::default());
     let s = extract(&cfg, progress.clone()).await.unwrap();
-    assert_eq!((s.images, s.rows, s.skipped, s.classes, s.k), (16, 12, 4, 3, 5));
+    assert_eq!(
+        (s.images, s.rows, s.skipped, s.classes, s.k),
+        (16, 12, 4, 3, 5)
+    );
     assert_eq!(progress.done.load(std::sync::atomic::Ordering::Relaxed), 16);
 
     let rows = read_rows(&output);
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().all(|r| r.2.len() == 1280 && r.3.len() == 5));
-    assert!(rows[0].0.starts_with("file:///") && rows[0].0.ends_with("/Test/Class 0/r_0_100.jpg"), "{}", rows[0].0);
+    assert!(
+        rows[0].0.starts_with("file:///") && rows[0].0.ends_with("/Test/Class 0/r_0_100.jpg"),
+        "{}",
+        rows[0].0
+    );
     assert_eq!(rows[0].1, "Class 0");
     // features_pca is the saved PCA applied to features.
     let pca = PcaModel::from_files(|n| std::fs::read(output.join("_pca").join(n))).unwrap();
@@ -89,22 +121,34 @@ async fn extract_skips_bad_images_and_commits_atomically() {
     pca.project(&rows[7].2, &mut y);
     assert_eq!(y, rows[7].3);
     // The errors name each bad file; the marker is there; no staging folder is left.
-    let errors: serde_json::Value = serde_json::from_slice(&std::fs::read(output.join("_errors.json")).unwrap()).unwrap();
+    let errors: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("_errors.json")).unwrap()).unwrap();
     let errors = errors.as_array().unwrap();
     assert_eq!(errors.len(), 4);
     let text = serde_json::to_string(errors).unwrap();
     for bad in ["corrupt.jpg", "empty.jpg", "text.jpg", "truncated.jpg"] {
         assert!(text.contains(bad), "{bad} missing from {text}");
     }
-    assert!(text.contains("truncated") && text.contains("not a JPEG or PNG") && text.contains("empty file"), "{text}");
+    assert!(
+        text.contains("truncated")
+            && text.contains("not a JPEG or PNG")
+            && text.contains("empty file"),
+        "{text}"
+    );
     assert!(output.join("_SUCCESS").is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
 
     // A second run refuses to replace the result unless asked, and leaves it intact.
     let before = std::fs::read(output.join("_SUCCESS")).unwrap();
     let err = extract(&cfg, Arc::default()).await.unwrap_err();
-    assert!(err.to_string().contains("already exists") && err.to_string().contains("--overwrite"), "{err}");
+    assert!(
+        err.to_string().contains("already exists") && err.to_string().contains("--overwrite"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(output.join("_SUCCESS")).unwrap(), before);
     let mut again = cfg.clone();
     again.overwrite = true;
@@ -136,24 +180,43 @@ async fn empty_or_missing_input_is_a_clear_error() {
     std::fs::write(empty.join("Kiwi/notes.txt"), b"x").unwrap();
     let model = synthetic_model();
     let out = dir.path().join("out");
-    let err = extract(&config(&empty, &out, model.clone(), PcaSpec::Fit(Components::K(2))), Arc::default())
-        .await
-        .unwrap_err();
+    let err = extract(
+        &config(&empty, &out, model.clone(), PcaSpec::Fit(Components::K(2))),
+        Arc::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, EngineError::NoImages(_)), "{err}");
     assert!(err.to_string().contains("/empty"), "{err}");
-    let err = extract(&config(&dir.path().join("nope"), &out, model, PcaSpec::Fit(Components::K(2))), Arc::default())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("input not found") && err.to_string().contains("/nope"), "{err}");
+    let err = extract(
+        &config(
+            &dir.path().join("nope"),
+            &out,
+            model,
+            PcaSpec::Fit(Components::K(2)),
+        ),
+        Arc::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("input not found") && err.to_string().contains("/nope"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing written for a failed run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_features_match_keras_on_sample_810() {
-    let Some(shared) = fruits_testkit::shared("reference/keras-mobilenet-v2/sample-810") else { return };
+    let Some(shared) = fruits_testkit::shared("reference/keras-mobilenet-v2/sample-810") else {
+        return;
+    };
     let reference = shared.join("reference/keras-mobilenet-v2/sample-810");
     let paths = std::fs::read_to_string(reference.join("paths.txt")).unwrap();
-    let want = fruits_npy::Array::read(reference.join("features.npy")).unwrap().to_f32().unwrap();
+    let want = fruits_npy::Array::read(reference.join("features.npy"))
+        .unwrap()
+        .to_f32()
+        .unwrap();
     // Lay the 810 photos out as <label>/<file>, as the pipeline reads them.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("Test");
@@ -164,12 +227,24 @@ async fn end_to_end_features_match_keras_on_sample_810() {
         let dst = input.join(label).join(src.file_name().unwrap());
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::copy(&src, &dst).unwrap();
-        expected.insert(format!("{}/{}", label.to_str().unwrap(), src.file_name().unwrap().to_str().unwrap()), i);
+        expected.insert(
+            format!(
+                "{}/{}",
+                label.to_str().unwrap(),
+                src.file_name().unwrap().to_str().unwrap()
+            ),
+            i,
+        );
     }
     let weights = shared.join("models/mobilenet_v2_1.0_224");
     let model = Arc::new(MobileNetV2::from_tensors(&Tensors::read(&weights).unwrap()).unwrap());
     let output = dir.path().join("out");
-    let mut cfg = config(&input, &output, model, PcaSpec::Fit(Components::Variance(0.95)));
+    let mut cfg = config(
+        &input,
+        &output,
+        model,
+        PcaSpec::Fit(Components::Variance(0.95)),
+    );
     cfg.batch_size = 32;
     let s = extract(&cfg, Arc::default()).await.unwrap();
     assert_eq!((s.rows, s.skipped, s.classes), (810, 0, 81));

@@ -217,9 +217,9 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(fail)?;
-    let size = reader.output_buffer_size().ok_or_else(|| {
-        ImageError::Unsupported("PNG too large".into())
-    })?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| ImageError::Unsupported("PNG too large".into()))?;
     let mut buf = vec![0u8; size];
     let info = reader.next_frame(&mut buf).map_err(fail)?;
     buf.truncate(info.buffer_size());
@@ -230,7 +230,9 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         png::ColorType::Rgb => 3,
         png::ColorType::Rgba => 4,
         png::ColorType::Indexed => {
-            return Err(ImageError::Unsupported("indexed PNG after expansion".into()))
+            return Err(ImageError::Unsupported(
+                "indexed PNG after expansion".into(),
+            ))
         }
     };
     // Pillow's convert("RGB") replicates grey and drops alpha.
@@ -447,7 +449,10 @@ mod tests {
         assert_eq!(decode(&[]), Err(ImageError::Empty));
         assert_eq!(decode(b"hello world"), Err(ImageError::UnknownFormat));
         let err = decode(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 1, 2, 3]).unwrap_err();
-        assert!(matches!(err, ImageError::Decode { format: "JPEG", .. }), "{err}");
+        assert!(
+            matches!(err, ImageError::Decode { format: "JPEG", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -455,7 +460,10 @@ mod tests {
         // Pillow: CMYK (0,0,0,0) is white, (255,255,255,255) black; Adobe stores inverted ink.
         assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0], false), vec![255, 255, 255]);
         assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0], false), vec![0, 255, 255]);
-        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 255], true), vec![255, 255, 255]);
+        assert_eq!(
+            cmyk_to_rgb(&[255, 255, 255, 255], true),
+            vec![255, 255, 255]
+        );
         assert_eq!(cmyk_to_rgb(&[0, 0, 0, 127], false), vec![128, 128, 128]);
     }
 }

@@ -27,7 +27,10 @@ fn resized_pixels_equal_pillow_on_sample_81() {
     println!("{equal}/{total} resized values equal Pillow's, max difference {max_diff}");
     assert_eq!(total, 81 * per_image);
     assert!(max_diff <= 1, "max difference {max_diff}");
-    assert!(equal as f64 / total as f64 >= 0.999, "{equal}/{total} equal");
+    assert!(
+        equal as f64 / total as f64 >= 0.999,
+        "{equal}/{total} equal"
+    );
 }
 
 #[test]
@@ -36,7 +39,12 @@ fn decodes_generated_jpeg_and_grey_png() {
     let jpeg = fruits_testkit::encode_jpeg(100, 100, &px);
     let img = decode(&jpeg).unwrap();
     assert_eq!((img.width, img.height), (100, 100));
-    let mean_err: f64 = img.pixels.iter().zip(&px).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+    let mean_err: f64 = img
+        .pixels
+        .iter()
+        .zip(&px)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
         / px.len() as f64;
     assert!(mean_err < 4.0, "JPEG round trip error {mean_err}");
 

@@ -42,11 +42,16 @@ pub fn fetch(url: &str, dest: Option<&Path>, force: bool) -> Result<PathBuf, Mod
 }
 
 fn download(url: &str, to: &Path) -> Result<(), ModelError> {
-    let fail = |message: String| ModelError::Download { url: url.to_string(), message };
+    let fail = |message: String| ModelError::Download {
+        url: url.to_string(),
+        message,
+    };
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
     let mut reader = response.into_body().into_reader();
-    let mut file = std::fs::File::create(to)
-        .map_err(|source| ModelError::Io { path: to.display().to_string(), source })?;
+    let mut file = std::fs::File::create(to).map_err(|source| ModelError::Io {
+        path: to.display().to_string(),
+        source,
+    })?;
     std::io::copy(&mut reader, &mut file).map_err(|e| fail(e.to_string()))?;
     file.flush().map_err(|e| fail(e.to_string()))?;
     Ok(())

@@ -13,19 +13,28 @@ use crate::{ModelError, Tensors};
 
 /// Reads every float32 dataset of a Keras weights file into TF-slim named tensors.
 pub(crate) fn read(path: &Path) -> Result<Tensors, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let fail = |m: String| ModelError::Format(format!("{}: {m}", path.display()));
     let file = H5 { b: &bytes };
     let mut datasets = Vec::new();
     file.walk_root(&mut datasets).map_err(fail)?;
     let mut t = Tensors::new(path.display().to_string());
     for (name, header) in datasets {
-        let Some(slim) = slim_name(&name) else { continue };
-        let (shape, values) = file.read_f32_dataset(header).map_err(|m| fail(format!("{name}: {m}")))?;
+        let Some(slim) = slim_name(&name) else {
+            continue;
+        };
+        let (shape, values) = file
+            .read_f32_dataset(header)
+            .map_err(|m| fail(format!("{name}: {m}")))?;
         t.insert(slim, shape, values);
     }
     if t.is_empty() {
-        return Err(fail("no Keras MobileNetV2 weights found in this HDF5 file".into()));
+        return Err(fail(
+            "no Keras MobileNetV2 weights found in this HDF5 file".into(),
+        ));
     }
     Ok(t)
 }
@@ -35,7 +44,10 @@ fn slim_name(dataset: &str) -> Option<String> {
     let mut parts = dataset.rsplit('/');
     let weight = parts.next()?.strip_suffix(":0")?;
     let layer = parts.next()?;
-    let (layer, bn) = match layer.strip_suffix("_BN").or_else(|| layer.strip_suffix("_bn")) {
+    let (layer, bn) = match layer
+        .strip_suffix("_BN")
+        .or_else(|| layer.strip_suffix("_bn"))
+    {
         Some(l) => (l, true),
         None => match layer.strip_prefix("bn_") {
             Some(l) => (l, true),
@@ -54,7 +66,9 @@ fn slim_name(dataset: &str) -> Option<String> {
     let suffix = match (bn, weight) {
         (false, "kernel") => "weights".to_string(),
         (false, "depthwise_kernel") => "depthwise_weights".to_string(),
-        (true, w @ ("gamma" | "beta" | "moving_mean" | "moving_variance")) => format!("BatchNorm_{w}"),
+        (true, w @ ("gamma" | "beta" | "moving_mean" | "moving_variance")) => {
+            format!("BatchNorm_{w}")
+        }
         _ => return None,
     };
     Some(format!("{prefix}_{suffix}"))
@@ -85,7 +99,8 @@ impl<'a> H5<'a> {
     }
     fn u64(&self, at: usize) -> R<usize> {
         let b = self.bytes(at, 8)?;
-        usize::try_from(u64::from_le_bytes(b.try_into().map_err(|_| "short read")?)).map_err(|e| e.to_string())
+        usize::try_from(u64::from_le_bytes(b.try_into().map_err(|_| "short read")?))
+            .map_err(|e| e.to_string())
     }
 
     /// Checks the superblock and walks the root group.
@@ -95,7 +110,9 @@ impl<'a> H5<'a> {
         }
         let version = self.u8(8)?;
         if version > 1 {
-            return Err(format!("HDF5 superblock version {version} is not supported (Keras 2 writes 0)"));
+            return Err(format!(
+                "HDF5 superblock version {version} is not supported (Keras 2 writes 0)"
+            ));
         }
         if self.u8(13)? != 8 || self.u8(14)? != 8 {
             return Err("only 8-byte offsets and lengths are supported".into());
@@ -107,7 +124,13 @@ impl<'a> H5<'a> {
         self.walk_group(header, "", out, 0)
     }
 
-    fn walk_group(&self, header: usize, path: &str, out: &mut Vec<(String, usize)>, depth: usize) -> R<()> {
+    fn walk_group(
+        &self,
+        header: usize,
+        path: &str,
+        out: &mut Vec<(String, usize)>,
+        depth: usize,
+    ) -> R<()> {
         if depth > 16 {
             return Err("groups nested too deep".into());
         }
@@ -128,7 +151,11 @@ impl<'a> H5<'a> {
         self.group_btree(btree, &mut entries, 0)?;
         for (name_offset, child) in entries {
             let name = self.c_string(heap_data + name_offset)?;
-            let child_path = if path.is_empty() { name } else { format!("{path}/{name}") };
+            let child_path = if path.is_empty() {
+                name
+            } else {
+                format!("{path}/{name}")
+            };
             self.walk_group(child, &child_path, out, depth + 1)?;
         }
         Ok(())
@@ -165,14 +192,19 @@ impl<'a> H5<'a> {
 
     fn c_string(&self, at: usize) -> R<String> {
         let rest = self.b.get(at..).ok_or("name outside the file")?;
-        let end = rest.iter().position(|&c| c == 0).ok_or("unterminated name")?;
+        let end = rest
+            .iter()
+            .position(|&c| c == 0)
+            .ok_or("unterminated name")?;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
 
     /// `(message type, data offset)` of a version-1 object header, following continuations.
     fn messages(&self, header: usize) -> R<Vec<(u16, usize)>> {
         if self.u8(header)? != 1 {
-            return Err(format!("object header at {header}: only version 1 headers are supported"));
+            return Err(format!(
+                "object header at {header}: only version 1 headers are supported"
+            ));
         }
         let total = self.u16(header + 2)? as usize;
         let mut blocks = vec![(header + 16, self.u32(header + 8)? as usize)];
@@ -205,12 +237,16 @@ impl<'a> H5<'a> {
         // Dataspace v1: version, rank, flags, 5 reserved; v2: version, rank, flags, type.
         let rank = self.u8(space + 1)? as usize;
         let dims_at = space + if self.u8(space)? == 1 { 8 } else { 4 };
-        let shape = (0..rank).map(|i| self.u64(dims_at + i * 8)).collect::<R<Vec<_>>>()?;
+        let shape = (0..rank)
+            .map(|i| self.u64(dims_at + i * 8))
+            .collect::<R<Vec<_>>>()?;
         let class = self.u8(dtype)? & 0x0F;
         let big_endian = self.u8(dtype + 1)? & 1 == 1;
         let size = self.u32(dtype + 4)?;
         if class != 1 || size != 4 || big_endian {
-            return Err(format!("expected little-endian float32, found class {class} of {size} bytes"));
+            return Err(format!(
+                "expected little-endian float32, found class {class} of {size} bytes"
+            ));
         }
         let n: usize = shape.iter().product();
         let data = match (self.u8(layout)?, self.u8(layout + 1)?) {
@@ -224,9 +260,18 @@ impl<'a> H5<'a> {
             }
             (3, 0) => self.bytes(layout + 4, n * 4)?,
             (1 | 2, _) if self.u8(layout + 2)? == 1 => self.bytes(self.u64(layout + 8)?, n * 4)?,
-            (v, c) => return Err(format!("data layout version {v} class {c} is not supported")),
+            (v, c) => {
+                return Err(format!(
+                    "data layout version {v} class {c} is not supported"
+                ))
+            }
         };
-        Ok((shape, data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        Ok((
+            shape,
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
     }
 }
 
@@ -239,12 +284,27 @@ mod tests {
         let cases = [
             ("Conv1/Conv1/kernel:0", "Conv_weights"),
             ("bn_Conv1/bn_Conv1/gamma:0", "Conv_BatchNorm_gamma"),
-            ("expanded_conv_depthwise/expanded_conv_depthwise/depthwise_kernel:0", "expanded_conv_depthwise_depthwise_weights"),
-            ("expanded_conv_project_BN/expanded_conv_project_BN/moving_variance:0", "expanded_conv_project_BatchNorm_moving_variance"),
-            ("block_12_expand/block_12_expand/kernel:0", "expanded_conv_12_expand_weights"),
-            ("block_3_depthwise_BN/block_3_depthwise_BN/beta:0", "expanded_conv_3_depthwise_BatchNorm_beta"),
+            (
+                "expanded_conv_depthwise/expanded_conv_depthwise/depthwise_kernel:0",
+                "expanded_conv_depthwise_depthwise_weights",
+            ),
+            (
+                "expanded_conv_project_BN/expanded_conv_project_BN/moving_variance:0",
+                "expanded_conv_project_BatchNorm_moving_variance",
+            ),
+            (
+                "block_12_expand/block_12_expand/kernel:0",
+                "expanded_conv_12_expand_weights",
+            ),
+            (
+                "block_3_depthwise_BN/block_3_depthwise_BN/beta:0",
+                "expanded_conv_3_depthwise_BatchNorm_beta",
+            ),
             ("Conv_1/Conv_1/kernel:0", "Conv_1_weights"),
-            ("Conv_1_bn/Conv_1_bn/moving_mean:0", "Conv_1_BatchNorm_moving_mean"),
+            (
+                "Conv_1_bn/Conv_1_bn/moving_mean:0",
+                "Conv_1_BatchNorm_moving_mean",
+            ),
         ];
         for (keras, slim) in cases {
             assert_eq!(slim_name(keras).as_deref(), Some(slim), "{keras}");
@@ -258,6 +318,9 @@ mod tests {
         std::fs::write(&dir, b"<html>not weights</html>").unwrap();
         let err = read(&dir).unwrap_err().to_string();
         std::fs::remove_file(&dir).ok();
-        assert!(err.contains("not an HDF5 file") || err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("not an HDF5 file") || err.contains("truncated"),
+            "{err}"
+        );
     }
 }

@@ -37,11 +37,25 @@ struct Folded {
 
 impl Folded {
     /// Loads `<prefix>_weights` (or `<prefix>_depthwise_weights`) and its batch norm.
-    fn load(t: &Tensors, prefix: &str, kernel: &str, shape: [usize; 4]) -> Result<Folded, ModelError> {
+    fn load(
+        t: &Tensors,
+        prefix: &str,
+        kernel: &str,
+        shape: [usize; 4],
+    ) -> Result<Folded, ModelError> {
         let mut w = t.take(&format!("{prefix}_{kernel}"), &shape)?;
-        let cout = if kernel.starts_with("depthwise") { shape[2] } else { shape[3] };
+        let cout = if kernel.starts_with("depthwise") {
+            shape[2]
+        } else {
+            shape[3]
+        };
         let bn = |f: &str| t.take(&format!("{prefix}_BatchNorm_{f}"), &[cout]);
-        let (gamma, beta, mean, var) = (bn("gamma")?, bn("beta")?, bn("moving_mean")?, bn("moving_variance")?);
+        let (gamma, beta, mean, var) = (
+            bn("gamma")?,
+            bn("beta")?,
+            bn("moving_mean")?,
+            bn("moving_variance")?,
+        );
         let mut b = vec![0.0; cout];
         let mut scale = vec![0.0; cout];
         for c in 0..cout {
@@ -86,17 +100,38 @@ impl MobileNetV2 {
         for (expansion, cout, repeats, first_stride) in STAGES {
             for r in 0..repeats {
                 let i = blocks.len();
-                let p = if i == 0 { "expanded_conv".to_string() } else { format!("expanded_conv_{i}") };
+                let p = if i == 0 {
+                    "expanded_conv".to_string()
+                } else {
+                    format!("expanded_conv_{i}")
+                };
                 let mid = cin * expansion;
                 let expand = if expansion == 1 {
                     None
                 } else {
-                    Some(Folded::load(t, &format!("{p}_expand"), "weights", [1, 1, cin, mid])?)
+                    Some(Folded::load(
+                        t,
+                        &format!("{p}_expand"),
+                        "weights",
+                        [1, 1, cin, mid],
+                    )?)
                 };
-                let depthwise = Folded::load(t, &format!("{p}_depthwise"), "depthwise_weights", [3, 3, mid, 1])?;
-                let project = Folded::load(t, &format!("{p}_project"), "weights", [1, 1, mid, cout])?;
+                let depthwise = Folded::load(
+                    t,
+                    &format!("{p}_depthwise"),
+                    "depthwise_weights",
+                    [3, 3, mid, 1],
+                )?;
+                let project =
+                    Folded::load(t, &format!("{p}_project"), "weights", [1, 1, mid, cout])?;
                 let stride = if r == 0 { first_stride } else { 1 };
-                blocks.push(Block { expand, depthwise, project, stride, residual: stride == 1 && cin == cout });
+                blocks.push(Block {
+                    expand,
+                    depthwise,
+                    project,
+                    stride,
+                    residual: stride == 1 && cin == cout,
+                });
                 cin = cout;
             }
         }
@@ -116,14 +151,20 @@ impl MobileNetV2 {
         let threads = threads.clamp(1, n.max(1));
         if threads == 1 {
             let mut ws = Workspace::default();
-            for (x, y) in inputs.chunks_exact(INPUT_LEN).zip(out.chunks_exact_mut(FEATURES)) {
+            for (x, y) in inputs
+                .chunks_exact(INPUT_LEN)
+                .zip(out.chunks_exact_mut(FEATURES))
+            {
                 self.forward_one(x, y, &mut ws);
             }
             return;
         }
         let per = n.div_ceil(threads);
         std::thread::scope(|s| {
-            for (xs, ys) in inputs.chunks(per * INPUT_LEN).zip(out.chunks_mut(per * FEATURES)) {
+            for (xs, ys) in inputs
+                .chunks(per * INPUT_LEN)
+                .zip(out.chunks_mut(per * FEATURES))
+            {
                 s.spawn(move || self.forward(xs, ys, 1));
             }
         });
@@ -262,7 +303,15 @@ fn bias_act(out: &mut [f32], b: &[f32], relu6: bool) {
     }
 }
 
-fn depthwise_3x3(input: &[f32], h: usize, w: usize, c: usize, stride: usize, f: &Folded, out: &mut [f32]) {
+fn depthwise_3x3(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    stride: usize,
+    f: &Folded,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -276,13 +325,29 @@ fn depthwise_3x3(input: &[f32], h: usize, w: usize, c: usize, stride: usize, f: 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_3x3_avx2(input: &[f32], h: usize, w: usize, c: usize, stride: usize, f: &Folded, out: &mut [f32]) {
+unsafe fn depthwise_3x3_avx2(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    stride: usize,
+    f: &Folded,
+    out: &mut [f32],
+) {
     depthwise_3x3_generic(input, h, w, c, stride, f, out);
 }
 
 /// 3x3 depthwise convolution + bias + ReLU6; channels are the vectorised inner loop.
 #[inline(always)]
-fn depthwise_3x3_generic(input: &[f32], h: usize, w: usize, c: usize, stride: usize, f: &Folded, out: &mut [f32]) {
+fn depthwise_3x3_generic(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    stride: usize,
+    f: &Folded,
+    out: &mut [f32],
+) {
     let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
     let (pt, pl) = (pad_before(h, stride), pad_before(w, stride));
     for oy in 0..ho {
@@ -328,9 +393,13 @@ mod tests {
     #[test]
     fn depthwise_matches_naive_reference() {
         let (h, w, c) = (5, 4, 8);
-        let input: Vec<f32> = (0..h * w * c).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let input: Vec<f32> = (0..h * w * c)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
         let f = Folded {
-            w: (0..9 * c).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2).collect(),
+            w: (0..9 * c)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
+                .collect(),
             b: (0..c).map(|i| i as f32 * 0.05).collect(),
             cout: c,
         };
@@ -338,7 +407,10 @@ mod tests {
             let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
             let mut out = vec![0.0; ho * wo * c];
             depthwise_3x3(&input, h, w, c, stride, &f, &mut out);
-            let (pt, pl) = (pad_before(h, stride) as isize, pad_before(w, stride) as isize);
+            let (pt, pl) = (
+                pad_before(h, stride) as isize,
+                pad_before(w, stride) as isize,
+            );
             for oy in 0..ho {
                 for ox in 0..wo {
                     for ch in 0..c {
@@ -354,7 +426,10 @@ mod tests {
                             }
                         }
                         let got = out[(oy * wo + ox) * c + ch] as f64;
-                        assert!((got - s.clamp(0.0, 6.0)).abs() < 1e-5, "stride {stride} at {oy},{ox},{ch}");
+                        assert!(
+                            (got - s.clamp(0.0, 6.0)).abs() < 1e-5,
+                            "stride {stride} at {oy},{ox},{ch}"
+                        );
                     }
                 }
             }
@@ -363,7 +438,11 @@ mod tests {
 
     #[test]
     fn pointwise_is_a_matrix_product() {
-        let f = Folded { w: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], b: vec![0.5, -100.0], cout: 2 };
+        let f = Folded {
+            w: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            b: vec![0.5, -100.0],
+            cout: 2,
+        };
         let input = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0];
         let mut out = [0.0; 4];
         pointwise(&input, 2, 3, &f, false, &mut out);

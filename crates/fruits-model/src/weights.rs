@@ -26,7 +26,10 @@ pub struct Tensors {
 impl Tensors {
     /// An empty set, described as `source` in errors.
     pub fn new(source: impl Into<String>) -> Tensors {
-        Tensors { source: source.into(), map: HashMap::new() }
+        Tensors {
+            source: source.into(),
+            map: HashMap::new(),
+        }
     }
 
     /// Adds (or replaces) one tensor.
@@ -46,10 +49,13 @@ impl Tensors {
 
     /// A copy of tensor `name`, checked to have `shape`.
     pub fn take(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let (found, values) = self.map.get(name).ok_or_else(|| ModelError::MissingTensor {
-            source_path: self.source.clone(),
-            name: name.to_string(),
-        })?;
+        let (found, values) = self
+            .map
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                source_path: self.source.clone(),
+                name: name.to_string(),
+            })?;
         if found != shape {
             return Err(ModelError::Shape {
                 source_path: self.source.clone(),
@@ -63,16 +69,24 @@ impl Tensors {
 
     /// Reads every `*.npy` of a folder; the file stem is the tensor name.
     pub fn read_npy_dir(dir: &Path) -> Result<Tensors, ModelError> {
-        let io = |e: std::io::Error| ModelError::Io { path: dir.display().to_string(), source: e };
+        let io = |e: std::io::Error| ModelError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        };
         let mut t = Tensors::new(dir.display().to_string());
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("npy") {
                 continue;
             }
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-            let a = fruits_npy::Array::read(&path).map_err(|e| ModelError::Format(e.to_string()))?;
-            let values = a.to_f32().map_err(|e| ModelError::Format(format!("{}: {e}", path.display())))?;
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let a =
+                fruits_npy::Array::read(&path).map_err(|e| ModelError::Format(e.to_string()))?;
+            let values = a
+                .to_f32()
+                .map_err(|e| ModelError::Format(format!("{}: {e}", path.display())))?;
             t.insert(name, a.shape.clone(), values);
         }
         Ok(t)
@@ -85,7 +99,9 @@ impl Tensors {
         } else if path.is_file() {
             crate::keras_h5::read(path)
         } else {
-            Err(ModelError::NotFound { path: path.display().to_string() })
+            Err(ModelError::NotFound {
+                path: path.display().to_string(),
+            })
         }
     }
 }
@@ -111,7 +127,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
     match cached {
         Some(p) if p.is_file() => Ok(p),
         _ => Err(ModelError::NoWeights {
-            cache: cached.map(|p| p.display().to_string()).unwrap_or_else(|| "(no home folder)".into()),
+            cache: cached
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(no home folder)".into()),
         }),
     }
 }

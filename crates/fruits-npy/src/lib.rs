@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(a.shape, vec![3]);
         assert_eq!(a.to_f64().unwrap(), vec![1.5, -2.0, 3.25]);
         let b = Array::parse(&to_bytes_u8(&[1, 2, 2], &[1, 2, 3, 4])).unwrap();
-        assert_eq!((b.dtype, b.shape.clone(), b.data), (DType::U8, vec![1, 2, 2], vec![1, 2, 3, 4]));
+        assert_eq!(
+            (b.dtype, b.shape.clone(), b.data),
+            (DType::U8, vec![1, 2, 2], vec![1, 2, 3, 4])
+        );
         let c = to_bytes_f32(&[2, 3], &[0.0; 6]);
         assert_eq!((c.len() - 24) % 64, 0, "data is 64-byte aligned");
     }
@@ -241,6 +244,9 @@ mod tests {
         assert!(Array::parse(b"not numpy at all").is_err());
         let mut short = to_bytes_f32(&[4], &[1.0, 2.0, 3.0, 4.0]);
         short.truncate(short.len() - 3);
-        assert!(Array::parse(&short).unwrap_err().to_string().contains("shorter"));
+        assert!(Array::parse(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("shorter"));
     }
 }

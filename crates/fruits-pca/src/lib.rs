@@ -67,7 +67,12 @@ pub struct PartialSums {
 impl PartialSums {
     /// Empty statistics for rows of `dim` values.
     pub fn new(dim: usize) -> PartialSums {
-        PartialSums { dim, count: 0, mean: vec![0.0; dim], scatter: Mat::zeros(dim, dim) }
+        PartialSums {
+            dim,
+            count: 0,
+            mean: vec![0.0; dim],
+            scatter: Mat::zeros(dim, dim),
+        }
     }
 
     /// Row width.
@@ -103,7 +108,14 @@ impl PartialSums {
             .collect();
         let z = MatRef::from_row_major_slice(&centred, n, self.dim);
         let mut scatter = Mat::<f64>::zeros(self.dim, self.dim);
-        faer::linalg::matmul::matmul(&mut scatter, Accum::Replace, z.transpose(), z, 1.0, Par::Seq);
+        faer::linalg::matmul::matmul(
+            &mut scatter,
+            Accum::Replace,
+            z.transpose(),
+            z,
+            1.0,
+            Par::Seq,
+        );
         self.merge_parts(n as u64, &mean, &scatter);
     }
 
@@ -219,7 +231,13 @@ impl PcaModel {
         let z: Vec<f64> = row
             .iter()
             .zip(self.mean.iter().zip(&self.std))
-            .map(|(&x, (m, s))| if *s > 0.0 { (f64::from(x) - m) / s } else { 0.0 })
+            .map(|(&x, (m, s))| {
+                if *s > 0.0 {
+                    (f64::from(x) - m) / s
+                } else {
+                    0.0
+                }
+            })
             .collect();
         for (o, c) in out.iter_mut().zip(&self.components) {
             *o = c.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>() as f32;
@@ -242,7 +260,10 @@ impl PcaModel {
         };
         let flat: Vec<f64> = self.components.iter().flatten().copied().collect();
         vec![
-            ("pca.json", serde_json::to_vec_pretty(&meta).expect("metadata serialises")),
+            (
+                "pca.json",
+                serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
+            ),
             ("mean.npy", fruits_npy::to_bytes_f64(&[dim], &self.mean)),
             ("std.npy", fruits_npy::to_bytes_f64(&[dim], &self.std)),
             ("components.npy", fruits_npy::to_bytes_f64(&[k, dim], &flat)),
@@ -264,9 +285,13 @@ impl PcaModel {
             let a = fruits_npy::Array::parse(&get(name)?)
                 .map_err(|e| PcaError::Format(format!("{name}: {e}")))?;
             if a.shape != shape {
-                return Err(PcaError::Format(format!("{name}: shape {:?}, expected {shape:?}", a.shape)));
+                return Err(PcaError::Format(format!(
+                    "{name}: shape {:?}, expected {shape:?}",
+                    a.shape
+                )));
             }
-            a.to_f64().map_err(|e| PcaError::Format(format!("{name}: {e}")))
+            a.to_f64()
+                .map_err(|e| PcaError::Format(format!("{name}: {e}")))
         };
         let (dim, k) = (meta.dim, meta.k);
         let mean = array("mean.npy", &[dim])?;
@@ -300,7 +325,9 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
         return Err(PcaError::TooFewRows(sums.count));
     }
     let denom = (sums.count - 1) as f64;
-    let std: Vec<f64> = (0..dim).map(|i| (sums.scatter[(i, i)] / denom).max(0.0).sqrt()).collect();
+    let std: Vec<f64> = (0..dim)
+        .map(|i| (sums.scatter[(i, i)] / denom).max(0.0).sqrt())
+        .collect();
     // Covariance of the standardised features; constant features standardise to 0.
     let corr = Mat::<f64>::from_fn(dim, dim, |i, j| {
         if std[i] > 0.0 && std[j] > 0.0 {
@@ -309,7 +336,9 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
             0.0
         }
     });
-    let evd = corr.self_adjoint_eigen(Side::Lower).map_err(|e| PcaError::Eigen(format!("{e:?}")))?;
+    let evd = corr
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| PcaError::Eigen(format!("{e:?}")))?;
     let values = evd.S().column_vector();
     let vectors = evd.U();
     // faer sorts ascending: walk from the end for largest first.
@@ -332,7 +361,9 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
             k
         }
         Components::Variance(f) => {
-            return Err(PcaError::Choice(format!("variance target {f} not in (0, 1]")))
+            return Err(PcaError::Choice(format!(
+                "variance target {f} not in (0, 1]"
+            )))
         }
     };
     let components = order[..k]
@@ -340,14 +371,23 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
         .map(|&c| {
             let mut v: Vec<f64> = (0..dim).map(|r| vectors[(r, c)]).collect();
             // Deterministic sign: the largest-magnitude entry is positive.
-            let big = v.iter().copied().fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+            let big = v
+                .iter()
+                .copied()
+                .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
             if big < 0.0 {
                 v.iter_mut().for_each(|x| *x = -*x);
             }
             v
         })
         .collect();
-    Ok(PcaModel { count: sums.count, mean: sums.mean.clone(), std, components, explained_variance_ratio })
+    Ok(PcaModel {
+        count: sums.count,
+        mean: sums.mean.clone(),
+        std,
+        components,
+        explained_variance_ratio,
+    })
 }
 
 #[cfg(test)]
@@ -358,7 +398,9 @@ mod tests {
         let mut s = seed;
         (0..n * dim)
             .map(|i| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let r = (s >> 40) as f32 / (1u64 << 24) as f32;
                 // Correlated columns with different scales and offsets.
                 let col = i % dim;
@@ -384,7 +426,10 @@ mod tests {
         for i in 0..dim {
             assert!((a.mean[i] - whole.mean[i]).abs() < 1e-9);
             for j in 0..dim {
-                assert!((a.scatter[(i, j)] - whole.scatter[(i, j)]).abs() < 1e-6 * whole.scatter[(i, i)].abs().max(1.0));
+                assert!(
+                    (a.scatter[(i, j)] - whole.scatter[(i, j)]).abs()
+                        < 1e-6 * whole.scatter[(i, i)].abs().max(1.0)
+                );
             }
         }
     }
@@ -408,7 +453,11 @@ mod tests {
         let c = &m.components[0];
         assert!((c[0] - c[1]).abs() < 1e-9 && c[2].abs() < 0.2, "{c:?}");
         let round = PcaModel::from_files(|n| {
-            m.to_files().into_iter().find(|f| f.0 == n).map(|f| f.1).ok_or("absent")
+            m.to_files()
+                .into_iter()
+                .find(|f| f.0 == n)
+                .map(|f| f.1)
+                .ok_or("absent")
         })
         .unwrap();
         let (mut a, mut b) = ([0.0f32], [0.0f32]);
@@ -430,6 +479,9 @@ mod tests {
         assert!(fit(&s, Components::Variance(1.5)).is_err());
         let mut one = PartialSums::new(2);
         one.add_rows(&[1.0, 2.0]);
-        assert!(matches!(fit(&one, Components::K(1)), Err(PcaError::TooFewRows(1))));
+        assert!(matches!(
+            fit(&one, Components::K(1)),
+            Err(PcaError::TooFewRows(1))
+        ));
     }
 }

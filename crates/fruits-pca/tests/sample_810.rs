@@ -4,8 +4,13 @@ use fruits_pca::{fit, Components, PartialSums};
 
 #[test]
 fn components_for_variance_targets_match_numpy() {
-    let Some(shared) = fruits_testkit::shared("reference/keras-mobilenet-v2/sample-810") else { return };
-    let a = fruits_npy::Array::read(shared.join("reference/keras-mobilenet-v2/sample-810/features.npy")).unwrap();
+    let Some(shared) = fruits_testkit::shared("reference/keras-mobilenet-v2/sample-810") else {
+        return;
+    };
+    let a = fruits_npy::Array::read(
+        shared.join("reference/keras-mobilenet-v2/sample-810/features.npy"),
+    )
+    .unwrap();
     let x = a.to_f32().unwrap();
     let dim = a.shape[1];
     // Fold in uneven batches, as partitions would.

@@ -90,7 +90,10 @@ pub struct Location {
 impl Location {
     /// Opens a local path, `file://` URI or `s3://bucket/prefix`.
     pub fn parse(uri: &str) -> Result<Location, StoreError> {
-        let invalid = |message: String| StoreError::InvalidUri { uri: uri.to_string(), message };
+        let invalid = |message: String| StoreError::InvalidUri {
+            uri: uri.to_string(),
+            message,
+        };
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -100,12 +103,23 @@ impl Location {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
-            let prefix = Path::parse(key.trim_end_matches('/')).map_err(|e| invalid(e.to_string()))?;
-            return Ok(Location { store: Arc::new(store), prefix, kind: Kind::S3 { bucket: bucket.into() } });
+            let prefix =
+                Path::parse(key.trim_end_matches('/')).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Location {
+                store: Arc::new(store),
+                prefix,
+                kind: Kind::S3 {
+                    bucket: bucket.into(),
+                },
+            });
         }
         let local = match uri.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
-            None if uri.contains("://") => return Err(invalid("unsupported scheme (use a path, file:// or s3://)".into())),
+            None if uri.contains("://") => {
+                return Err(invalid(
+                    "unsupported scheme (use a path, file:// or s3://)".into(),
+                ))
+            }
             None => PathBuf::from(uri),
         };
         if local.as_os_str().is_empty() {
@@ -123,7 +137,11 @@ impl Location {
             uri: dir.display().to_string(),
             message: e.to_string(),
         })?;
-        Ok(Location { store: Arc::new(store), prefix, kind: Kind::Local(dir) })
+        Ok(Location {
+            store: Arc::new(store),
+            prefix,
+            kind: Kind::Local(dir),
+        })
     }
 
     /// The store.
@@ -151,16 +169,26 @@ impl Location {
 
     /// The object path of `rel` (slash-separated) below the prefix.
     pub fn child(&self, rel: &str) -> Path {
-        rel.split('/').filter(|s| !s.is_empty()).fold(self.prefix.clone(), |p, s| p.join(s))
+        rel.split('/')
+            .filter(|s| !s.is_empty())
+            .fold(self.prefix.clone(), |p, s| p.join(s))
     }
 
     /// The location of `rel` (slash-separated) below this one, in the same store.
     pub fn sub(&self, rel: &str) -> Location {
         let kind = match &self.kind {
-            Kind::Local(dir) => Kind::Local(rel.split('/').filter(|s| !s.is_empty()).fold(dir.clone(), |d, s| d.join(s))),
+            Kind::Local(dir) => Kind::Local(
+                rel.split('/')
+                    .filter(|s| !s.is_empty())
+                    .fold(dir.clone(), |d, s| d.join(s)),
+            ),
             k => k.clone(),
         };
-        Location { store: self.store.clone(), prefix: self.child(rel), kind }
+        Location {
+            store: self.store.clone(),
+            prefix: self.child(rel),
+            kind,
+        }
     }
 
     /// The URL DataFusion registers this location's store under (`file://`, `s3://bucket`).
@@ -169,7 +197,10 @@ impl Location {
             Kind::Local(_) => "file://".to_string(),
             Kind::S3 { bucket } => format!("s3://{bucket}"),
         };
-        url::Url::parse(&text).map_err(|e| StoreError::InvalidUri { uri: text, message: e.to_string() })
+        url::Url::parse(&text).map_err(|e| StoreError::InvalidUri {
+            uri: text,
+            message: e.to_string(),
+        })
     }
 
     /// The local folder, for locations on the local file system.
@@ -184,7 +215,10 @@ impl Location {
         let uri = self.uri_of(path);
         move |source| match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound(uri.clone()),
-            source => StoreError::Object { uri: uri.clone(), source },
+            source => StoreError::Object {
+                uri: uri.clone(),
+                source,
+            },
         }
     }
 
@@ -202,17 +236,32 @@ impl Location {
             .list(Some(&self.prefix))
             .map_err(self.object_error(&self.prefix))
             .try_filter_map(|meta| async move {
-                let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
+                let parts: Vec<String> = meta
+                    .location
+                    .parts()
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
                 let rel = &parts[prefix_parts.min(parts.len())..];
-                let Some(name) = rel.last() else { return Ok(None) };
+                let Some(name) = rel.last() else {
+                    return Ok(None);
+                };
                 let lower = name.to_lowercase();
                 if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
                     || !IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
                 {
                     return Ok(None);
                 }
-                let label = parts.len().checked_sub(2).map(|i| parts[i].clone()).unwrap_or_default();
-                Ok(Some(ImageRef { uri: self.uri_of(&meta.location), label, path: meta.location, size: meta.size }))
+                let label = parts
+                    .len()
+                    .checked_sub(2)
+                    .map(|i| parts[i].clone())
+                    .unwrap_or_default();
+                Ok(Some(ImageRef {
+                    uri: self.uri_of(&meta.location),
+                    label,
+                    path: meta.location,
+                    size: meta.size,
+                }))
             })
             .try_collect()
             .await?;
@@ -222,7 +271,11 @@ impl Location {
 
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<bytes::Bytes, StoreError> {
-        let r = self.store.get(path).await.map_err(self.object_error(path))?;
+        let r = self
+            .store
+            .get(path)
+            .await
+            .map_err(self.object_error(path))?;
         r.bytes().await.map_err(self.object_error(path))
     }
 
@@ -234,7 +287,10 @@ impl Location {
     /// Writes `rel` below the prefix.
     pub async fn put_rel(&self, rel: &str, bytes: impl Into<PutPayload>) -> Result<(), StoreError> {
         let path = self.child(rel);
-        self.store.put(&path, bytes.into()).await.map_err(self.object_error(&path))?;
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .map_err(self.object_error(&path))?;
         Ok(())
     }
 
@@ -254,13 +310,18 @@ impl Location {
     pub async fn delete_all(&self) -> Result<(), StoreError> {
         if let Some(dir) = self.local_dir() {
             return match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(StoreError::Io { path: dir.display().to_string(), source: e })
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                    path: dir.display().to_string(),
+                    source: e,
+                }),
                 _ => Ok(()),
             };
         }
-        let paths = self.store.list(Some(&self.prefix)).map_ok(|m| m.location).boxed();
+        let paths = self
+            .store
+            .list(Some(&self.prefix))
+            .map_ok(|m| m.location)
+            .boxed();
         self.store
             .delete_stream(paths)
             .try_collect::<Vec<_>>()
@@ -289,16 +350,25 @@ pub struct Staging {
 
 impl Staging {
     /// Starts a run writing to `output`: fails if `output` exists and `overwrite` is false.
-    pub async fn begin(output: &Location, overwrite: bool, run_id: &str) -> Result<Staging, StoreError> {
+    pub async fn begin(
+        output: &Location,
+        overwrite: bool,
+        run_id: &str,
+    ) -> Result<Staging, StoreError> {
         if output.exists().await? && !overwrite {
             return Err(StoreError::OutputExists(output.uri()));
         }
         let staged = match output.local_dir() {
             Some(dir) => {
-                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Io { path: parent.display().to_string(), source: e })?;
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
+                    path: parent.display().to_string(),
+                    source: e,
+                })?;
                 Location::local(parent.join(format!(".{name}.fruits-staging-{run_id}")))?
             }
             None => Location {
@@ -308,9 +378,15 @@ impl Staging {
             },
         };
         if let Some(dir) = staged.local_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { path: dir.display().to_string(), source: e })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
         }
-        Ok(Staging { output: output.clone(), staged })
+        Ok(Staging {
+            output: output.clone(),
+            staged,
+        })
     }
 
     /// Where the run writes its result.
@@ -344,7 +420,13 @@ impl Staging {
             .try_collect()
             .await
             .map_err(self.staged.object_error(&self.staged.prefix))?;
-        let rel = |p: &Path| p.parts().skip(staged_prefix_parts).map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join("/");
+        let rel = |p: &Path| {
+            p.parts()
+                .skip(staged_prefix_parts)
+                .map(|s| s.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
         let new: std::collections::HashSet<String> = staged.iter().map(&rel).collect();
         // Remove the old marker first: from here until the new one lands, no reader takes the
         // folder for complete.
@@ -355,7 +437,11 @@ impl Staging {
         }
         for p in staged.iter().filter(|p| rel(p) != SUCCESS) {
             let to = self.output.child(&rel(p));
-            self.output.store.copy(p, &to).await.map_err(self.output.object_error(&to))?;
+            self.output
+                .store
+                .copy(p, &to)
+                .await
+                .map_err(self.output.object_error(&to))?;
         }
         let temporary = self.output.child("_temporary");
         let old: Vec<Path> = self
@@ -369,14 +455,27 @@ impl Staging {
             .into_iter()
             .filter(|p| !p.prefix_matches(&temporary))
             .filter(|p| {
-                let r = p.parts().skip(self.output.prefix.parts().count()).map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join("/");
+                let r = p
+                    .parts()
+                    .skip(self.output.prefix.parts().count())
+                    .map(|s| s.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 !new.contains(&r)
             })
             .collect();
         for p in old {
-            self.output.store.delete(&p).await.map_err(self.output.object_error(&p))?;
+            self.output
+                .store
+                .delete(&p)
+                .await
+                .map_err(self.output.object_error(&p))?;
         }
-        self.output.store.copy(&self.staged.child(SUCCESS), &marker).await.map_err(self.output.object_error(&marker))?;
+        self.output
+            .store
+            .copy(&self.staged.child(SUCCESS), &marker)
+            .await
+            .map_err(self.output.object_error(&marker))?;
         self.staged.delete_all().await
     }
 
@@ -417,7 +516,13 @@ fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
     let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both strings are valid NUL-terminated paths for the duration of the call.
     let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if rc == 0 {
         Ok(())

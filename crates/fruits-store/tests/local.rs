@@ -23,13 +23,21 @@ async fn lists_images_recursively_with_parent_folder_labels() {
     let images = loc.list_images().await.unwrap();
     let got: Vec<(String, String)> = images
         .iter()
-        .map(|i| (i.uri.rsplit_once("/Test/").unwrap().1.to_string(), i.label.clone()))
+        .map(|i| {
+            (
+                i.uri.rsplit_once("/Test/").unwrap().1.to_string(),
+                i.label.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
         vec![
             ("Apple Golden 1/b.JPEG".into(), "Apple Golden 1".into()),
-            ("Apple Golden 1/r_87_100.jpg".into(), "Apple Golden 1".into()),
+            (
+                "Apple Golden 1/r_87_100.jpg".into(),
+                "Apple Golden 1".into()
+            ),
             ("Kiwi/deeper/k.png".into(), "deeper".into()),
             ("top.jpg".into(), "Test".into()),
         ]
@@ -42,7 +50,10 @@ async fn lists_images_recursively_with_parent_folder_labels() {
 
     let missing = Location::parse(dir.path().join("nope").to_str().unwrap()).unwrap();
     let err = missing.list_images().await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(ref u) if u.ends_with("/nope")), "{err}");
+    assert!(
+        matches!(err, StoreError::NotFound(ref u) if u.ends_with("/nope")),
+        "{err}"
+    );
     assert!(Location::parse("ftp://x/y").is_err());
 }
 
@@ -52,8 +63,14 @@ async fn staging_publishes_atomically_and_never_clobbers_silently() {
     let out = Location::parse(dir.path().join("out").to_str().unwrap()).unwrap();
 
     let s = Staging::begin(&out, false, "run1").await.unwrap();
-    s.location().put_rel("part-0.parquet", b"one".to_vec()).await.unwrap();
-    assert!(!out.exists().await.unwrap(), "nothing visible before commit");
+    s.location()
+        .put_rel("part-0.parquet", b"one".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        !out.exists().await.unwrap(),
+        "nothing visible before commit"
+    );
     s.commit(b"".to_vec()).await.unwrap();
     assert_eq!(&out.get_rel("part-0.parquet").await.unwrap()[..], b"one");
     assert!(out.get_rel("_SUCCESS").await.is_ok());
@@ -63,17 +80,29 @@ async fn staging_publishes_atomically_and_never_clobbers_silently() {
 
     // Overwrite: the old result stays whole until the new one commits.
     let s = Staging::begin(&out, true, "run3").await.unwrap();
-    s.location().put_rel("part-1.parquet", b"two".to_vec()).await.unwrap();
+    s.location()
+        .put_rel("part-1.parquet", b"two".to_vec())
+        .await
+        .unwrap();
     assert_eq!(&out.get_rel("part-0.parquet").await.unwrap()[..], b"one");
     s.commit(b"".to_vec()).await.unwrap();
     assert_eq!(&out.get_rel("part-1.parquet").await.unwrap()[..], b"two");
-    assert!(out.get_rel("part-0.parquet").await.is_err(), "no stray part of the old run");
+    assert!(
+        out.get_rel("part-0.parquet").await.is_err(),
+        "no stray part of the old run"
+    );
 
     // An aborted run leaves the committed result and no staging folder behind.
     let s = Staging::begin(&out, true, "run4").await.unwrap();
-    s.location().put_rel("part-9.parquet", b"x".to_vec()).await.unwrap();
+    s.location()
+        .put_rel("part-9.parquet", b"x".to_vec())
+        .await
+        .unwrap();
     s.abort().await.unwrap();
     assert_eq!(&out.get_rel("part-1.parquet").await.unwrap()[..], b"two");
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("out")]);
 }

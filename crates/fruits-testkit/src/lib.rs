@@ -42,7 +42,13 @@ pub fn encode_jpeg(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
 /// its hue and size set by `class` and `index`.
 pub fn fruit_pixels(class: usize, index: usize) -> Vec<u8> {
     let (w, h) = (100usize, 100usize);
-    let hue = [(220, 40, 40), (240, 200, 30), (60, 160, 50), (120, 60, 160), (250, 130, 20)];
+    let hue = [
+        (220, 40, 40),
+        (240, 200, 30),
+        (60, 160, 50),
+        (120, 60, 160),
+        (250, 130, 20),
+    ];
     let (r, g, b) = hue[class % hue.len()];
     let radius = 25.0 + (index % 7) as f32 * 3.0 + (class / hue.len()) as f32 * 5.0;
     let mut px = Vec::with_capacity(w * h * 3);
@@ -50,7 +56,11 @@ pub fn fruit_pixels(class: usize, index: usize) -> Vec<u8> {
         for x in 0..w {
             let d = ((x as f32 - 50.0).powi(2) + (y as f32 - 50.0).powi(2)).sqrt();
             let shade = ((x + 2 * y + index * 13) % 23) as i32 - 11;
-            let (pr, pg, pb) = if d < radius { (r, g, b) } else { (245, 245, 240) };
+            let (pr, pg, pb) = if d < radius {
+                (r, g, b)
+            } else {
+                (245, 245, 240)
+            };
             let c = |v: i32| (v + shade).clamp(0, 255) as u8;
             px.extend_from_slice(&[c(pr), c(pg), c(pb)]);
         }
@@ -85,7 +95,15 @@ pub fn mobilenet_v2_tensors() -> Vec<(String, Vec<usize>)> {
     t.push(("Conv_weights".into(), vec![3, 3, 3, 32]));
     bn(&mut t, "Conv", 32);
     // (expansion, out channels, repeats) of the 1.0 width network.
-    let cfg = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)];
+    let cfg = [
+        (1, 16, 1),
+        (6, 24, 2),
+        (6, 32, 3),
+        (6, 64, 4),
+        (6, 96, 3),
+        (6, 160, 3),
+        (6, 320, 1),
+    ];
     let mut cin = 32;
     let mut block = 0;
     for (e, cout, n) in cfg {
@@ -100,7 +118,10 @@ pub fn mobilenet_v2_tensors() -> Vec<(String, Vec<usize>)> {
                 t.push((format!("{p}_expand_weights"), vec![1, 1, cin, mid]));
                 bn(&mut t, &format!("{p}_expand"), mid);
             }
-            t.push((format!("{p}_depthwise_depthwise_weights"), vec![3, 3, mid, 1]));
+            t.push((
+                format!("{p}_depthwise_depthwise_weights"),
+                vec![3, 3, mid, 1],
+            ));
             bn(&mut t, &format!("{p}_depthwise"), mid);
             t.push((format!("{p}_project_weights"), vec![1, 1, mid, cout]));
             bn(&mut t, &format!("{p}_project"), cout);
@@ -117,14 +138,21 @@ pub fn mobilenet_v2_tensors() -> Vec<(String, Vec<usize>)> {
 /// the real architecture with made-up values, for tests without `../shared`.
 pub fn synthetic_weights(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).expect("create weights folder");
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     };
     for (name, shape) in mobilenet_v2_tensors() {
         let n: usize = shape.iter().product();
-        let fan_in: usize = shape[..shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+        let fan_in: usize = shape[..shape.len().saturating_sub(1)]
+            .iter()
+            .product::<usize>()
+            .max(1);
         let values: Vec<f32> = (0..n)
             .map(|_| {
                 let r = next();
@@ -139,8 +167,11 @@ pub fn synthetic_weights(dir: &Path, seed: u64) {
                 }
             })
             .collect();
-        std::fs::write(dir.join(format!("{name}.npy")), fruits_npy::to_bytes_f32(&shape, &values))
-            .expect("write tensor");
+        std::fs::write(
+            dir.join(format!("{name}.npy")),
+            fruits_npy::to_bytes_f32(&shape, &values),
+        )
+        .expect("write tensor");
     }
 }
 
@@ -165,7 +196,9 @@ pub fn serve_http(body: Vec<u8>, requests: usize) -> String {
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&body));
         }
     });
     url

@@ -94,9 +94,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // Model alone, on the preprocessed inputs, in batches.
     let mut features = vec![0.0f32; n * FEATURES];
     let batch = a.batch_size.max(1);
-    model.forward(&inputs[..INPUT_LEN.min(inputs.len())], &mut features[..FEATURES], 1); // warm-up
+    model.forward(
+        &inputs[..INPUT_LEN.min(inputs.len())],
+        &mut features[..FEATURES],
+        1,
+    ); // warm-up
     let t = Instant::now();
-    for (x, y) in inputs.chunks(batch * INPUT_LEN).zip(features.chunks_mut(batch * FEATURES)) {
+    for (x, y) in inputs
+        .chunks(batch * INPUT_LEN)
+        .zip(features.chunks_mut(batch * FEATURES))
+    {
         model.forward(x, y, threads);
     }
     let model_ips = n as f64 / t.elapsed().as_secs_f64();
@@ -116,7 +123,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             threads,
         };
         let progress = Arc::new(Progress::default());
-        let summary = rt.block_on(crate::with_progress_bar(progress.clone(), fruits_engine::extract(&cfg, progress)))?;
+        let summary = rt.block_on(crate::with_progress_bar(
+            progress.clone(),
+            fruits_engine::extract(&cfg, progress),
+        ))?;
         Some(summary)
     };
     let peak = peak_rss_bytes();
@@ -142,10 +152,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("decode + resize + scale  {decode_ips:>9.1} images/s");
         println!("model alone              {model_ips:>9.1} images/s");
         if let Some(s) = &end_to_end {
-            println!("end to end ({} images) {:>9.1} images/s", s.images, s.images_per_second());
+            println!(
+                "end to end ({} images) {:>9.1} images/s",
+                s.images,
+                s.images_per_second()
+            );
         }
         if let Some(p) = peak {
-            println!("peak RSS                 {:>9.1} MiB", p as f64 / (1 << 20) as f64);
+            println!(
+                "peak RSS                 {:>9.1} MiB",
+                p as f64 / (1 << 20) as f64
+            );
         }
     }
     Ok(())

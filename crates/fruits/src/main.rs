@@ -15,7 +15,11 @@ use fruits_engine::{ExtractConfig, PcaSpec, Progress, Summary};
 use fruits_pca::{Components, PcaModel};
 
 #[derive(Parser)]
-#[command(name = "fruits", version, about = "Fruit photos → MobileNetV2 features + PCA, as Parquet")]
+#[command(
+    name = "fruits",
+    version,
+    about = "Fruit photos → MobileNetV2 features + PCA, as Parquet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +107,8 @@ struct ProjectArgs {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -148,12 +153,16 @@ fn run(cli: Cli) -> Result<()> {
             run_job(&a.run, PcaSpec::Apply(Arc::new(model)))
         }
         Command::Bench(a) => bench::run(a),
-        Command::Weights { command: WeightsCommand::Fetch { url, force } } => {
+        Command::Weights {
+            command: WeightsCommand::Fetch { url, force },
+        } => {
             let path = fruits_model::fetch::fetch(&url, None, force)?;
             println!("weights ready: {}", path.display());
             Ok(())
         }
-        Command::Weights { command: WeightsCommand::Path { weights } } => {
+        Command::Weights {
+            command: WeightsCommand::Path { weights },
+        } => {
             let path = fruits_model::weights::locate(weights.as_deref())?;
             fruits_model::fetch::verify(&path)?;
             println!("{}", path.display());
@@ -173,22 +182,40 @@ pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 
 /// Cores to use when `--threads` is not given.
 pub(crate) fn default_threads(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
+    threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1)
 }
 
 /// Loads the weights a run asked for (with the path in any error).
-pub(crate) fn load_model(weights: Option<&std::path::Path>) -> Result<Arc<fruits_model::MobileNetV2>> {
+pub(crate) fn load_model(
+    weights: Option<&std::path::Path>,
+) -> Result<Arc<fruits_model::MobileNetV2>> {
     Ok(Arc::new(fruits_model::load(weights)?))
 }
 
 async fn load_pca(uri: &str) -> Result<PcaModel> {
     let loc = fruits_store::Location::parse(uri)?;
     let mut files = std::collections::HashMap::new();
-    for name in ["pca.json", "mean.npy", "std.npy", "components.npy", "explained_variance_ratio.npy"] {
-        let bytes = loc.get_rel(name).await.with_context(|| format!("reading the saved PCA at {uri}"))?;
+    for name in [
+        "pca.json",
+        "mean.npy",
+        "std.npy",
+        "components.npy",
+        "explained_variance_ratio.npy",
+    ] {
+        let bytes = loc
+            .get_rel(name)
+            .await
+            .with_context(|| format!("reading the saved PCA at {uri}"))?;
         files.insert(name, bytes.to_vec());
     }
-    PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent")).with_context(|| format!("loading {uri}"))
+    PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent"))
+        .with_context(|| format!("loading {uri}"))
 }
 
 fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
@@ -205,19 +232,27 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     };
     let rt = runtime(threads)?;
     let progress = Arc::new(Progress::default());
-    let summary = rt.block_on(with_progress_bar(progress.clone(), fruits_engine::extract(&cfg, progress)))?;
+    let summary = rt.block_on(with_progress_bar(
+        progress.clone(),
+        fruits_engine::extract(&cfg, progress),
+    ))?;
     print_summary(&summary);
     Ok(())
 }
 
 /// Runs `job` while a progress bar (images/s, ETA) follows `progress` on a terminal.
-pub(crate) async fn with_progress_bar<T>(progress: Arc<Progress>, job: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn with_progress_bar<T>(
+    progress: Arc<Progress>,
+    job: impl std::future::Future<Output = T>,
+) -> T {
     use indicatif::{ProgressBar, ProgressStyle};
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let ticker = {
         let bar = bar.clone();
@@ -242,7 +277,10 @@ pub(crate) async fn with_progress_bar<T>(progress: Arc<Progress>, job: impl std:
 
 fn print_summary(s: &Summary) {
     if s.skipped > 0 {
-        eprintln!("{} image(s) skipped, listed in {}/_errors.json; first:", s.skipped, s.output);
+        eprintln!(
+            "{} image(s) skipped, listed in {}/_errors.json; first:",
+            s.skipped, s.output
+        );
         for sk in &s.skipped_sample {
             eprintln!("  {}: {}", sk.path, sk.error);
         }

@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 
 fn fruits(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
-    cmd.args(args).env_remove("FRUITS_WEIGHTS").env("XDG_CACHE_HOME", "/nonexistent-fruits-cache");
+    cmd.args(args)
+        .env_remove("FRUITS_WEIGHTS")
+        .env("XDG_CACHE_HOME", "/nonexistent-fruits-cache");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -37,22 +39,54 @@ fn extract_then_project_from_the_command_line() {
     let out = dir.path().join("out");
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
 
-    let run = fruits(&["extract", "--input", i, "--output", o, "--pca-k", "3", "--batch-size", "2"], &[("FRUITS_WEIGHTS", &weights)]);
+    let run = fruits(
+        &[
+            "extract",
+            "--input",
+            i,
+            "--output",
+            o,
+            "--pca-k",
+            "3",
+            "--batch-size",
+            "2",
+        ],
+        &[("FRUITS_WEIGHTS", &weights)],
+    );
     assert!(run.status.success(), "{}", text(&run.stderr));
     let stdout = text(&run.stdout);
     assert!(stdout.contains("wrote 6 rows"), "{stdout}");
-    assert!(stdout.contains("images 7  classes 2  skipped 1  k 3"), "{stdout}");
+    assert!(
+        stdout.contains("images 7  classes 2  skipped 1  k 3"),
+        "{stdout}"
+    );
     let stderr = text(&run.stderr);
-    assert!(stderr.contains("1 image(s) skipped") && stderr.contains("broken.jpg"), "{stderr}");
+    assert!(
+        stderr.contains("1 image(s) skipped") && stderr.contains("broken.jpg"),
+        "{stderr}"
+    );
 
     // Existing output: refused, one line, exit 1.
-    let again = fruits(&["extract", "--input", i, "--output", o], &[("FRUITS_WEIGHTS", &weights)]);
+    let again = fruits(
+        &["extract", "--input", i, "--output", o],
+        &[("FRUITS_WEIGHTS", &weights)],
+    );
     assert_fails(&again, &["already exists", "--overwrite"]);
 
     let pca = out.join("_pca");
     let projected = dir.path().join("projected");
     let run = fruits(
-        &["project", "--pca", pca.to_str().unwrap(), "--input", i, "--output", projected.to_str().unwrap(), "--weights", weights.to_str().unwrap()],
+        &[
+            "project",
+            "--pca",
+            pca.to_str().unwrap(),
+            "--input",
+            i,
+            "--output",
+            projected.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(run.status.success(), "{}", text(&run.stderr));
@@ -69,31 +103,71 @@ fn bad_setup_gives_one_clear_line_and_exit_1() {
     let (i, o) = (input.to_str().unwrap(), dir.path().join("out"));
     let o = o.to_str().unwrap();
 
-    assert_fails(&fruits(&["extract", "--input", i, "--output", o], &[]), &["no model weights", "fruits weights fetch"]);
+    assert_fails(
+        &fruits(&["extract", "--input", i, "--output", o], &[]),
+        &["no model weights", "fruits weights fetch"],
+    );
     let missing = dir.path().join("missing-weights");
     assert_fails(
-        &fruits(&["extract", "--input", i, "--output", o, "--weights", missing.to_str().unwrap()], &[]),
+        &fruits(
+            &[
+                "extract",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--weights",
+                missing.to_str().unwrap(),
+            ],
+            &[],
+        ),
         &["weights not found at", "missing-weights"],
     );
     std::fs::remove_file(weights.join("Conv_1_weights.npy")).unwrap();
-    assert_fails(&fruits(&["extract", "--input", i, "--output", o], &[("FRUITS_WEIGHTS", &weights)]), &["missing tensor Conv_1_weights"]);
+    assert_fails(
+        &fruits(
+            &["extract", "--input", i, "--output", o],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
+        &["missing tensor Conv_1_weights"],
+    );
     fruits_testkit::synthetic_weights(&weights, 1);
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     assert_fails(
-        &fruits(&["extract", "--input", empty.to_str().unwrap(), "--output", o], &[("FRUITS_WEIGHTS", &weights)]),
+        &fruits(
+            &["extract", "--input", empty.to_str().unwrap(), "--output", o],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
         &["no images", "empty"],
     );
     assert_fails(
-        &fruits(&["extract", "--input", "/no/such/folder", "--output", o], &[("FRUITS_WEIGHTS", &weights)]),
+        &fruits(
+            &["extract", "--input", "/no/such/folder", "--output", o],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
         &["input not found", "/no/such/folder"],
     );
     assert_fails(
-        &fruits(&["extract", "--input", i, "--output", o, "--pca-variance", "1.5"], &[("FRUITS_WEIGHTS", &weights)]),
+        &fruits(
+            &[
+                "extract",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--pca-variance",
+                "1.5",
+            ],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
         &["--pca-variance must be in (0, 1]"],
     );
     assert_fails(
-        &fruits(&["project", "--pca", "/no/pca", "--input", i, "--output", o], &[("FRUITS_WEIGHTS", &weights)]),
+        &fruits(
+            &["project", "--pca", "/no/pca", "--input", i, "--output", o],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
         &["/no/pca"],
     );
     assert!(!Path::new(o).exists(), "no output from failed runs");
@@ -104,16 +178,35 @@ fn weights_fetch_downloads_verifies_and_caches() {
     let cache = tempfile::tempdir().unwrap();
     // A download that is not weights is refused and leaves nothing in the cache.
     let url = fruits_testkit::serve_http(b"<html>rate limited</html>".to_vec(), 1);
-    let out = fruits(&["weights", "fetch", "--url", &format!("{url}/w.h5")], &[("XDG_CACHE_HOME", cache.path())]);
+    let out = fruits(
+        &["weights", "fetch", "--url", &format!("{url}/w.h5")],
+        &[("XDG_CACHE_HOME", cache.path())],
+    );
     assert_fails(&out, &["not an HDF5 file"]);
-    assert_eq!(std::fs::read_dir(cache.path().join("fruits")).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("fruits"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
 
-    let Some(shared) = fruits_testkit::shared("models/keras") else { return };
-    let h5 = std::fs::read(shared.join("models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")).unwrap();
+    let Some(shared) = fruits_testkit::shared("models/keras") else {
+        return;
+    };
+    let h5 = std::fs::read(
+        shared
+            .join("models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    )
+    .unwrap();
     let url = fruits_testkit::serve_http(h5.clone(), 1);
-    let out = fruits(&["weights", "fetch", "--url", &format!("{url}/w.h5")], &[("XDG_CACHE_HOME", cache.path())]);
+    let out = fruits(
+        &["weights", "fetch", "--url", &format!("{url}/w.h5")],
+        &[("XDG_CACHE_HOME", cache.path())],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let cached = cache.path().join("fruits/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5");
+    let cached = cache
+        .path()
+        .join("fruits/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5");
     assert_eq!(std::fs::read(&cached).unwrap(), h5);
     // With no --weights and no FRUITS_WEIGHTS, runs use the cached file.
     let out = fruits(&["weights", "path"], &[("XDG_CACHE_HOME", cache.path())]);
@@ -129,12 +222,25 @@ fn bench_prints_one_json_object_with_the_figures() {
     let weights = dir.path().join("weights");
     fruits_testkit::synthetic_weights(&weights, 5);
     let out = fruits(
-        &["bench", "--input", input.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--json", "--limit", "4"],
+        &[
+            "bench",
+            "--input",
+            input.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "4",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["model_images_per_second", "end_to_end_images_per_second", "decode_resize_images_per_second"] {
+    for key in [
+        "model_images_per_second",
+        "end_to_end_images_per_second",
+        "decode_resize_images_per_second",
+    ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {v}");
     }
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
