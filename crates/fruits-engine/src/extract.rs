@@ -246,21 +246,17 @@ async fn run_stages(
         featurize.call(vec![col("content")]).alias("f"),
     ])?;
     let streams = df.execute_stream_partitioned().await?;
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(p, stream)| {
-            let staged = staged.clone();
-            let progress = progress.clone();
-            tokio::spawn(async move { featurize_partition(p, stream, &staged, &progress).await })
-        })
-        .collect();
+    let parts = for_each_partition(streams, |p, stream| {
+        let staged = staged.clone();
+        let progress = progress.clone();
+        async move { featurize_partition(p, stream, &staged, &progress).await }
+    })
+    .await?;
     let mut sums = PartialSums::new(FEATURES);
     let mut skipped = Vec::new();
     let mut staged_rows = 0;
     let mut labels = std::collections::BTreeSet::new();
-    for task in tasks {
-        let part = task.await.map_err(|e| EngineError::Task(e.to_string()))??;
+    for part in parts {
         sums.merge(&part.sums)?;
         skipped.extend(part.skipped);
         staged_rows += part.rows;
@@ -322,19 +318,12 @@ async fn run_stages(
                 project.call(vec![col("features")]).alias("features_pca"),
             ])?;
         let streams = df.execute_stream_partitioned().await?;
-        let tasks: Vec<_> = streams
-            .into_iter()
-            .enumerate()
-            .map(|(p, stream)| {
-                let staged = staged.clone();
-                tokio::spawn(async move { write_partition(p, stream, &staged).await })
-            })
-            .collect();
-        let mut written = 0;
-        for task in tasks {
-            written += task.await.map_err(|e| EngineError::Task(e.to_string()))??;
-        }
-        written
+        let parts = for_each_partition(streams, |p, stream| {
+            let staged = staged.clone();
+            async move { write_partition(p, stream, &staged).await }
+        })
+        .await?;
+        parts.into_iter().sum::<u64>()
     };
     features_dir.delete_all().await?;
     seconds.project = t.elapsed().as_secs_f64();
@@ -347,6 +336,29 @@ async fn run_stages(
         });
     }
     Ok((written, labels.len(), skipped, pca))
+}
+
+/// Runs `f` on every partition stream as its own task (in parallel) and collects the results
+/// in partition order.
+async fn for_each_partition<T, F, Fut>(
+    streams: Vec<SendableRecordBatchStream>,
+    f: F,
+) -> Result<Vec<T>, EngineError>
+where
+    F: Fn(usize, SendableRecordBatchStream) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(p, stream)| tokio::spawn(f(p, stream)))
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| EngineError::Task(e.to_string()))??);
+    }
+    Ok(out)
 }
 
 struct PartitionResult {
