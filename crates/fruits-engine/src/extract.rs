@@ -53,6 +53,8 @@ pub struct ExtractConfig {
     pub batch_size: usize,
     /// Partitions run in parallel (one core each).
     pub threads: usize,
+    /// S3 settings that override the environment.
+    pub s3: fruits_store::S3Options,
 }
 
 /// Live counters a progress display can poll.
@@ -171,8 +173,8 @@ fn session(threads: usize, batch_size: usize) -> SessionContext {
 pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Summary, EngineError> {
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
-    let input = Location::parse(&cfg.input)?;
-    let output = Location::parse(&cfg.output)?;
+    let input = Location::parse_with(&cfg.input, &cfg.s3)?;
+    let output = Location::parse_with(&cfg.output, &cfg.s3)?;
 
     // 1. List.
     let t = Instant::now();

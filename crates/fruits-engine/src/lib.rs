@@ -14,6 +14,7 @@ pub mod extract;
 pub mod sink;
 pub mod source;
 pub mod udf;
+pub mod weights;
 
 pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
 
@@ -69,6 +70,9 @@ pub enum EngineError {
         /// Rows written.
         written: u64,
     },
+    /// Weights could not be fetched from the store.
+    #[error("weights: {0}")]
+    Weights(String),
     /// A worker task died.
     #[error("worker task failed: {0}")]
     Task(String),

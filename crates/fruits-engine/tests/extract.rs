@@ -23,6 +23,7 @@ fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) ->
         overwrite: false,
         batch_size: 4,
         threads: 2,
+        s3: Default::default(),
     }
 }
 

@@ -18,7 +18,10 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+pub use aws::S3Options;
 pub use object_store;
+
+mod aws;
 
 /// Errors of the storage layer; each names the URI it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +91,14 @@ pub struct Location {
 }
 
 impl Location {
-    /// Opens a local path, `file://` URI or `s3://bucket/prefix`.
+    /// Opens a local path, `file://` URI or `s3://bucket/prefix` (S3 settings from the
+    /// environment and the shared AWS files).
     pub fn parse(uri: &str) -> Result<Location, StoreError> {
+        Location::parse_with(uri, &S3Options::default())
+    }
+
+    /// As [`Location::parse`], with S3 settings that override the environment.
+    pub fn parse_with(uri: &str, s3: &S3Options) -> Result<Location, StoreError> {
         let invalid = |message: String| StoreError::InvalidUri {
             uri: uri.to_string(),
             message,
@@ -99,8 +108,7 @@ impl Location {
             if bucket.is_empty() {
                 return Err(invalid("no bucket name".into()));
             }
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
+            let store = aws::builder(bucket, s3)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
             let prefix =
@@ -266,6 +274,20 @@ impl Location {
             .try_collect()
             .await?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Objects directly below the prefix whose names end with `suffix`.
+    pub async fn list_suffix(&self, suffix: &str) -> Result<Vec<Path>, StoreError> {
+        let mut out: Vec<Path> = self
+            .store
+            .list(Some(&self.prefix))
+            .map_err(self.object_error(&self.prefix))
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(suffix)))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        out.sort();
         Ok(out)
     }
 

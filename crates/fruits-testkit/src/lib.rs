@@ -203,3 +203,102 @@ pub fn serve_http(body: Vec<u8>, requests: usize) -> String {
     });
     url
 }
+
+/// A real S3-protocol server (`s3s-fs`, SigV4 auth, objects stored as files) on a free loopback
+/// port, stopped when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The folder the server stores buckets in (one sub-folder per bucket).
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Access key the test server accepts.
+pub const S3_ACCESS_KEY: &str = "fruits-test-key";
+/// Secret key the test server accepts.
+pub const S3_SECRET_KEY: &str = "fruits-test-secret";
+
+impl S3Server {
+    /// Starts `s3s-fs` ($FRUITS_S3S_FS, else on PATH, else where `.ci/run` installs it), or
+    /// prints why the calling test skips and returns `None`.
+    pub fn start() -> Option<S3Server> {
+        use std::io::Write;
+        let candidates = [
+            std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from),
+            std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|p| p.is_file())),
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
+        ];
+        let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIP: s3s-fs not found (cargo install s3s-fs --version 0.14.1 --features binary, or set FRUITS_S3S_FS)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("server folder");
+        let root = dir.path().to_path_buf();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}"), root, _dir: dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("s3s-fs did not start listening on port {port}");
+    }
+
+    /// Creates an empty bucket.
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).expect("bucket folder");
+        dir
+    }
+
+    /// Environment variables that point an AWS client at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Every file below `bucket/prefix` on the server's disk, relative to the bucket.
+    pub fn objects(&self, bucket: &str) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else if let Ok(rel) = p.strip_prefix(base) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let base = self.root.join(bucket);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

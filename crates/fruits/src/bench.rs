@@ -1,6 +1,5 @@
 //! `fruits bench`: images/s of each stage and peak memory, on real images.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,9 @@ pub struct BenchArgs {
     input: String,
     /// Weights [default: as for extract].
     #[arg(long)]
-    weights: Option<PathBuf>,
+    weights: Option<String>,
+    #[command(flatten)]
+    s3: crate::S3Args,
     /// Images used for the decode and model stages.
     #[arg(long, default_value_t = 256)]
     limit: usize,
@@ -48,8 +49,9 @@ fn peak_rss_bytes() -> Option<u64> {
 pub fn run(a: BenchArgs) -> Result<()> {
     let threads = crate::default_threads(a.threads);
     let rt = crate::runtime(threads)?;
-    let model = crate::load_model(a.weights.as_deref())?;
-    let location = fruits_store::Location::parse(&a.input)?;
+    let s3 = a.s3.options();
+    let model = crate::load_model(&rt, a.weights.as_deref(), &s3)?;
+    let location = fruits_store::Location::parse_with(&a.input, &s3)?;
     let images = rt.block_on(location.list_images())?;
     if images.is_empty() {
         bail!("no images under {}", location.uri());
@@ -121,6 +123,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             overwrite: false,
             batch_size: batch,
             threads,
+            s3: s3.clone(),
         };
         let progress = Arc::new(Progress::default());
         let summary = rt.block_on(crate::with_progress_bar(

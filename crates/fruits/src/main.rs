@@ -68,10 +68,12 @@ struct RunArgs {
     /// Folder, file:// or s3:// URI of the Parquet result.
     #[arg(long)]
     output: String,
-    /// Weights: a folder of TF-slim .npy tensors or a Keras .h5 file
+    /// Weights: a folder of TF-slim .npy tensors or a Keras .h5 file, local or s3://
     /// [default: $FRUITS_WEIGHTS, else the cache filled by `fruits weights fetch`].
     #[arg(long)]
-    weights: Option<PathBuf>,
+    weights: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Replace an existing output (the old one stays readable until the new one is complete).
     #[arg(long)]
     overwrite: bool,
@@ -81,6 +83,35 @@ struct RunArgs {
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// S3 settings; each overrides its AWS_* environment variable.
+#[derive(Args, Clone, Default)]
+pub(crate) struct S3Args {
+    /// S3-compatible endpoint [env: AWS_ENDPOINT_URL].
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// AWS region [env: AWS_REGION].
+    #[arg(long)]
+    region: Option<String>,
+    /// Profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE].
+    #[arg(long)]
+    profile: Option<String>,
+    /// Allow a plain http:// endpoint [env: AWS_ALLOW_HTTP].
+    #[arg(long)]
+    allow_http: bool,
+}
+
+impl S3Args {
+    pub(crate) fn options(&self) -> fruits_store::S3Options {
+        fruits_store::S3Options {
+            endpoint: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            allow_http: self.allow_http,
+            credentials: None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -149,7 +180,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Project(a) => {
             let rt = runtime(1)?;
-            let model = rt.block_on(load_pca(&a.pca))?;
+            let model = rt.block_on(load_pca(&a.pca, &a.run.s3.options()))?;
             run_job(&a.run, PcaSpec::Apply(Arc::new(model)))
         }
         Command::Bench(a) => bench::run(a),
@@ -192,14 +223,21 @@ pub(crate) fn default_threads(threads: Option<usize>) -> usize {
 }
 
 /// Loads the weights a run asked for (with the path in any error).
+/// `s3://` weights are first copied to the local cache.
 pub(crate) fn load_model(
-    weights: Option<&std::path::Path>,
+    rt: &tokio::runtime::Runtime,
+    weights: Option<&str>,
+    s3: &fruits_store::S3Options,
 ) -> Result<Arc<fruits_model::MobileNetV2>> {
-    Ok(Arc::new(fruits_model::load(weights)?))
+    let local = match weights {
+        Some(w) => Some(rt.block_on(fruits_engine::weights::local_weights(w, s3))?),
+        None => None,
+    };
+    Ok(Arc::new(fruits_model::load(local.as_deref())?))
 }
 
-async fn load_pca(uri: &str) -> Result<PcaModel> {
-    let loc = fruits_store::Location::parse(uri)?;
+async fn load_pca(uri: &str, s3: &fruits_store::S3Options) -> Result<PcaModel> {
+    let loc = fruits_store::Location::parse_with(uri, s3)?;
     let mut files = std::collections::HashMap::new();
     for name in [
         "pca.json",
@@ -220,7 +258,8 @@ async fn load_pca(uri: &str) -> Result<PcaModel> {
 
 fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     let threads = default_threads(a.threads);
-    let model = load_model(a.weights.as_deref())?;
+    let rt = runtime(threads)?;
+    let model = load_model(&rt, a.weights.as_deref(), &a.s3.options())?;
     let cfg = ExtractConfig {
         input: a.input.clone(),
         output: a.output.clone(),
@@ -229,8 +268,8 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         overwrite: a.overwrite,
         batch_size: a.batch_size as usize,
         threads,
+        s3: a.s3.options(),
     };
-    let rt = runtime(threads)?;
     let progress = Arc::new(Progress::default());
     let summary = rt.block_on(with_progress_bar(
         progress.clone(),

@@ -1,0 +1,45 @@
+//! Weights kept in an object store (`s3://...`), copied to the local cache so that every worker
+//! of a cluster can load the same file.
+
+use std::path::PathBuf;
+
+use fruits_store::{Location, S3Options};
+
+use crate::EngineError;
+
+/// A local path for `uri`: itself unless it is `s3://`, in which case the object (a Keras
+/// `.h5` file) or every `.npy` below the prefix is downloaded into
+/// `<cache>/remote/<bucket>/<key>` (written under a temporary name, then renamed).
+pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineError> {
+    if !uri.starts_with("s3://") {
+        return Ok(PathBuf::from(uri));
+    }
+    let loc = Location::parse_with(uri, s3)?;
+    let cache = fruits_model::weights::cache_dir()
+        .ok_or_else(|| EngineError::Weights("no home folder for the weights cache".into()))?;
+    let target = cache.join("remote").join(uri.trim_start_matches("s3://").trim_end_matches('/'));
+    let io = |p: &std::path::Path, e: std::io::Error| EngineError::Weights(format!("{}: {e}", p.display()));
+    let save = |path: &PathBuf, bytes: &[u8]| -> Result<(), EngineError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        let tmp = path.with_extension(format!("part-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    };
+    if uri.ends_with(".h5") {
+        let bytes = loc.get(loc.prefix()).await?;
+        save(&target, &bytes)?;
+        return Ok(target);
+    }
+    let objects = loc.list_suffix(".npy").await?;
+    if objects.is_empty() {
+        return Err(EngineError::Weights(format!("no .h5 file or .npy tensors at {uri}")));
+    }
+    for path in objects {
+        let Some(name) = path.filename() else { continue };
+        let bytes = loc.get(&path).await?;
+        save(&target.join(name), &bytes)?;
+    }
+    Ok(target)
+}
