@@ -7,7 +7,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 use fruits_store::{ImageRef, Location};
 use futures::StreamExt;
@@ -57,7 +57,7 @@ impl PartitionStream for ImagePartition {
             .buffered(READ_AHEAD)
             .chunks(self.batch_size.max(1));
         let batch_schema = schema.clone();
-        let batches = reads.map(move |rows| {
+        let batches = reads.map(move |rows| -> Result<RecordBatch, DataFusionError> {
             let mut path = StringBuilder::new();
             let mut label = StringBuilder::new();
             let mut content = BinaryBuilder::new();
@@ -87,7 +87,20 @@ impl PartitionStream for ImagePartition {
             )
             .map_err(DataFusionError::from)
         });
-        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+        // Read ahead in a task of its own: the partition's own thread is busy running the
+        // model, and reads must keep flowing meanwhile (S3 latency would stall it otherwise).
+        let mut builder = RecordBatchReceiverStreamBuilder::new(schema, 2);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut batches = std::pin::pin!(batches);
+            while let Some(batch) = batches.next().await {
+                if tx.send(batch).await.is_err() {
+                    break; // the consumer is gone
+                }
+            }
+            Ok(())
+        });
+        builder.build()
     }
 }
 

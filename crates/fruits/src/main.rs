@@ -202,10 +202,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// A tokio runtime with `threads` workers.
+/// A tokio runtime for `threads` compute partitions, plus one worker that keeps reads and
+/// writes moving while every partition runs the model.
 pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(threads.max(1) + 1)
         .enable_all()
         .build()
         .context("starting the async runtime")
