@@ -96,6 +96,8 @@ pub struct Summary {
     pub k: usize,
     /// Share of variance they keep.
     pub variance_kept: f64,
+    /// The Parquet parts of the result and their row counts (the manifest in `_SUCCESS`).
+    pub files: Vec<(String, u64)>,
     /// Seconds: listing, featurising, fitting, projecting + writing, publishing, total.
     pub seconds: StageSeconds,
     /// The first skipped images (all of them are in `_errors.json`).
@@ -188,7 +190,13 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
     let staging = Staging::begin(&output, cfg.overwrite, &run_id()).await?;
     let result = run_stages(cfg, &input, &images, &staging, &progress, &mut seconds).await;
     match result {
-        Ok((rows, classes, skipped, pca)) => {
+        Ok(Staged {
+            rows,
+            classes,
+            skipped,
+            pca,
+            files,
+        }) => {
             let t = Instant::now();
             let mut summary = Summary {
                 input: input.uri(),
@@ -199,6 +207,7 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
                 classes,
                 k: pca.k(),
                 variance_kept: pca.variance_kept(),
+                files,
                 seconds,
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
@@ -230,7 +239,7 @@ async fn run_stages(
     staging: &Staging,
     progress: &Arc<Progress>,
     seconds: &mut StageSeconds,
-) -> Result<(u64, usize, Vec<Skipped>, Arc<PcaModel>), EngineError> {
+) -> Result<Staged, EngineError> {
     let ctx = session(cfg.threads, cfg.batch_size);
     let staged = staging.location();
 
@@ -303,7 +312,7 @@ async fn run_stages(
     // 4. Project the staged features and write the final parts.
     let t = Instant::now();
     let features_dir = staged.sub(FEATURES_DIR);
-    let written = {
+    let files = {
         let url = staged.store_url()?;
         ctx.register_object_store(&url, staged.store().clone());
         let project = PcaProject::udf(pca.clone());
@@ -320,24 +329,39 @@ async fn run_stages(
                 project.call(vec![col("features")]).alias("features_pca"),
             ])?;
         let streams = df.execute_stream_partitioned().await?;
-        let parts = for_each_partition(streams, |p, stream| {
+        for_each_partition(streams, |p, stream| {
             let staged = staged.clone();
             async move { write_partition(p, stream, &staged).await }
         })
-        .await?;
-        parts.into_iter().sum::<u64>()
+        .await?
     };
     features_dir.delete_all().await?;
     seconds.project = t.elapsed().as_secs_f64();
 
     // 5. Nothing lost, nothing duplicated.
+    let written: u64 = files.iter().map(|(_, rows)| rows).sum();
     if written != staged_rows {
         return Err(EngineError::RowCount {
             staged: staged_rows,
             written,
         });
     }
-    Ok((written, labels.len(), skipped, pca))
+    Ok(Staged {
+        rows: written,
+        classes: labels.len(),
+        skipped,
+        pca,
+        files,
+    })
+}
+
+/// What the map stages produced, ready to publish.
+struct Staged {
+    rows: u64,
+    classes: usize,
+    skipped: Vec<Skipped>,
+    pca: Arc<PcaModel>,
+    files: Vec<(String, u64)>,
 }
 
 /// Runs `f` on every partition stream as its own task (in parallel) and collects the results
@@ -453,13 +477,14 @@ async fn write_partition(
     p: usize,
     mut stream: SendableRecordBatchStream,
     staged: &Location,
-) -> Result<u64, EngineError> {
-    let mut writer = PartWriter::create(staged, &format!("part-{p:05}.parquet"), output_schema())?;
+) -> Result<(String, u64), EngineError> {
+    let name = format!("part-{p:05}.parquet");
+    let mut writer = PartWriter::create(staged, &name, output_schema())?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         // Same columns, declared non-null as they are.
         let batch = RecordBatch::try_new(output_schema(), batch.columns().to_vec())?;
         writer.write(&batch).await?;
     }
-    writer.close().await
+    Ok((name, writer.close().await?))
 }

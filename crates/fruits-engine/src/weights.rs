@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use fruits_store::{Location, S3Options};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::EngineError;
 
@@ -17,8 +18,12 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
     let loc = Location::parse_with(uri, s3)?;
     let cache = fruits_model::weights::cache_dir()
         .ok_or_else(|| EngineError::Weights("no home folder for the weights cache".into()))?;
-    let target = cache.join("remote").join(uri.trim_start_matches("s3://").trim_end_matches('/'));
-    let io = |p: &std::path::Path, e: std::io::Error| EngineError::Weights(format!("{}: {e}", p.display()));
+    let target = cache
+        .join("remote")
+        .join(uri.trim_start_matches("s3://").trim_end_matches('/'));
+    let io = |p: &std::path::Path, e: std::io::Error| {
+        EngineError::Weights(format!("{}: {e}", p.display()))
+    };
     let save = |path: &PathBuf, bytes: &[u8]| -> Result<(), EngineError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
@@ -34,11 +39,23 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
     }
     let objects = loc.list_suffix(".npy").await?;
     if objects.is_empty() {
-        return Err(EngineError::Weights(format!("no .h5 file or .npy tensors at {uri}")));
+        return Err(EngineError::Weights(format!(
+            "no .h5 file or .npy tensors at {uri}"
+        )));
     }
-    for path in objects {
-        let Some(name) = path.filename() else { continue };
-        let bytes = loc.get(&path).await?;
+    // Many small tensors: fetch them concurrently.
+    let fetched: Vec<_> = futures::stream::iter(objects)
+        .map(|path| {
+            let loc = loc.clone();
+            async move { loc.get(&path).await.map(|b| (path, b)) }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    for (path, bytes) in fetched {
+        let Some(name) = path.filename() else {
+            continue;
+        };
         save(&target.join(name), &bytes)?;
     }
     Ok(target)

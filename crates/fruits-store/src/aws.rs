@@ -31,22 +31,37 @@ pub struct S3Options {
 /// A builder for `bucket` with every setting applied in precedence order.
 pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let profile = opts.profile.clone().or_else(|| env("AWS_PROFILE")).unwrap_or_else(|| "default".into());
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
     let mut b = AmazonS3Builder::new();
     // Shared files first, so that the environment and the options below win.
     let home = env("HOME").map(PathBuf::from);
     let credentials = env("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
-    let config = env("AWS_CONFIG_FILE").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
+    let config = env("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
     let from_files = [
-        (config, if profile == "default" { "default".to_string() } else { format!("profile {profile}") }),
+        (
+            config,
+            if profile == "default" {
+                "default".to_string()
+            } else {
+                format!("profile {profile}")
+            },
+        ),
         (credentials, profile.clone()),
     ];
     // Static keys from the files only when the environment has none.
     let env_has_keys = env("AWS_ACCESS_KEY_ID").is_some();
     for (file, section) in from_files {
-        let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else { continue };
+        let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
+            continue;
+        };
         let values = ini_section(&text, &section);
         for (key, config_key) in [
             ("region", AmazonS3ConfigKey::Region),
@@ -64,7 +79,9 @@ pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
         }
     }
     for (os_key, os_value) in std::env::vars_os() {
-        let (Some(os_key), Some(os_value)) = (os_key.to_str(), os_value.to_str()) else { continue };
+        let (Some(os_key), Some(os_value)) = (os_key.to_str(), os_value.to_str()) else {
+            continue;
+        };
         if let Some(rest) = os_key.strip_prefix("AWS_") {
             if os_value.is_empty() || (rest == "PROFILE") {
                 continue;
@@ -117,10 +134,18 @@ mod tests {
     #[test]
     fn reads_the_named_section_only() {
         let text = "[default]\naws_access_key_id = A\n\n[profile dev]\nregion=eu-west-3\n# c\nendpoint_url = http://127.0.0.1:9000\n[other]\nregion = x\n";
-        assert_eq!(ini_section(text, "default").get("aws_access_key_id").map(String::as_str), Some("A"));
+        assert_eq!(
+            ini_section(text, "default")
+                .get("aws_access_key_id")
+                .map(String::as_str),
+            Some("A")
+        );
         let dev = ini_section(text, "profile dev");
         assert_eq!(dev.get("region").map(String::as_str), Some("eu-west-3"));
-        assert_eq!(dev.get("endpoint_url").map(String::as_str), Some("http://127.0.0.1:9000"));
+        assert_eq!(
+            dev.get("endpoint_url").map(String::as_str),
+            Some("http://127.0.0.1:9000")
+        );
         assert_eq!(dev.len(), 2);
     }
 }

@@ -40,13 +40,13 @@ pub enum StoreError {
     /// The output exists and overwriting was not asked for.
     #[error("output {0} already exists: pass --overwrite to replace it")]
     OutputExists(String),
-    /// An object store operation failed.
-    #[error("{uri}: {source}")]
+    /// An object store operation failed (after `object_store`'s retries of transient errors).
+    #[error("{uri}: {message}")]
     Object {
         /// The object or prefix.
         uri: String,
-        /// The cause.
-        source: object_store::Error,
+        /// What the store said, shortened to its error code where it gave one.
+        message: String,
     },
     /// A local file system operation failed.
     #[error("{path}: {source}")]
@@ -225,7 +225,7 @@ impl Location {
             object_store::Error::NotFound { .. } => StoreError::NotFound(uri.clone()),
             source => StoreError::Object {
                 uri: uri.clone(),
-                source,
+                message: describe(&source),
             },
         }
     }
@@ -350,6 +350,22 @@ impl Location {
             .await
             .map_err(self.object_error(&self.prefix))?;
         Ok(())
+    }
+}
+
+/// A store error in a few words: S3's `<Code>` and HTTP status where the server sent them
+/// (`NoSuchBucket (404 Not Found)`), else the error's own text.
+fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let between = |a: &str, b: &str| {
+        let start = text.find(a)? + a.len();
+        let end = text[start..].find(b)? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    match (between("<Code>", "</Code>"), between("status code: ", ":")) {
+        (Some(code), Some(status)) => format!("{code} ({status})"),
+        (Some(code), None) => code,
+        _ => text,
     }
 }
 

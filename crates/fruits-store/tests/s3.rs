@@ -15,7 +15,9 @@ fn options(server: &S3Server) -> S3Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_more_than_a_page_and_reads_objects() {
-    let Some(server) = S3Server::start() else { return };
+    let Some(server) = S3Server::start() else {
+        return;
+    };
     let bucket = server.bucket("photos");
     // 1,100 objects: more than one 1,000-key listing page.
     for i in 0..1100 {
@@ -37,24 +39,47 @@ async fn lists_more_than_a_page_and_reads_objects() {
     assert!(err.contains("s3://no-such-bucket/Test"), "{err}");
     let mut wrong = options(&server);
     wrong.credentials = Some((S3_ACCESS_KEY.into(), "not-the-secret".into()));
-    let err = Location::parse_with("s3://photos/Test", &wrong).unwrap().list_images().await.unwrap_err().to_string();
+    let err = Location::parse_with("s3://photos/Test", &wrong)
+        .unwrap()
+        .list_images()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("s3://photos/Test"), "{err}");
     assert!(!err.contains("not-the-secret"), "secret leaked: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
-    let Some(server) = S3Server::start() else { return };
+    let Some(server) = S3Server::start() else {
+        return;
+    };
     server.bucket("results");
     let out = Location::parse_with("s3://results/Results", &options(&server)).unwrap();
 
     let s = Staging::begin(&out, false, "run1").await.unwrap();
-    s.location().put_rel("part-00000.parquet", b"one".to_vec()).await.unwrap();
-    s.location().put_rel("part-00001.parquet", b"one".to_vec()).await.unwrap();
+    s.location()
+        .put_rel("part-00000.parquet", b"one".to_vec())
+        .await
+        .unwrap();
+    s.location()
+        .put_rel("part-00001.parquet", b"one".to_vec())
+        .await
+        .unwrap();
     // Staged parts are hidden under _temporary/ until the commit.
-    assert!(server.objects("results").iter().all(|o| o.starts_with("Results/_temporary/run1/")));
+    assert!(server
+        .objects("results")
+        .iter()
+        .all(|o| o.starts_with("Results/_temporary/run1/")));
     s.commit(b"{}".to_vec()).await.unwrap();
-    assert_eq!(server.objects("results"), ["Results/_SUCCESS", "Results/part-00000.parquet", "Results/part-00001.parquet"]);
+    assert_eq!(
+        server.objects("results"),
+        [
+            "Results/_SUCCESS",
+            "Results/part-00000.parquet",
+            "Results/part-00001.parquet"
+        ]
+    );
 
     let err = Staging::begin(&out, false, "run2").await.unwrap_err();
     assert!(matches!(err, StoreError::OutputExists(_)), "{err}");
@@ -62,10 +87,22 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
     // Overwrite with fewer parts: the old result is untouched until the commit, and no part
     // of it survives the commit.
     let s = Staging::begin(&out, true, "run3").await.unwrap();
-    s.location().put_rel("part-00000.parquet", b"two".to_vec()).await.unwrap();
-    assert_eq!(&out.get_rel("part-00000.parquet").await.unwrap()[..], b"one");
+    s.location()
+        .put_rel("part-00000.parquet", b"two".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        &out.get_rel("part-00000.parquet").await.unwrap()[..],
+        b"one"
+    );
     assert!(out.get_rel("_SUCCESS").await.is_ok());
     s.commit(b"{}".to_vec()).await.unwrap();
-    assert_eq!(server.objects("results"), ["Results/_SUCCESS", "Results/part-00000.parquet"]);
-    assert_eq!(&out.get_rel("part-00000.parquet").await.unwrap()[..], b"two");
+    assert_eq!(
+        server.objects("results"),
+        ["Results/_SUCCESS", "Results/part-00000.parquet"]
+    );
+    assert_eq!(
+        &out.get_rel("part-00000.parquet").await.unwrap()[..],
+        b"two"
+    );
 }

@@ -227,8 +227,13 @@ impl S3Server {
         use std::io::Write;
         let candidates = [
             std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from),
-            std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|p| p.is_file())),
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("s3s-fs"))
+                    .find(|p| p.is_file())
+            }),
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
         ];
         let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
             let _ = writeln!(
@@ -239,7 +244,11 @@ impl S3Server {
         };
         let dir = tempfile::tempdir().expect("server folder");
         let root = dir.path().to_path_buf();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = std::process::Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
@@ -248,7 +257,12 @@ impl S3Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start s3s-fs");
-        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}"), root, _dir: dir };
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            _dir: dir,
+        };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(server);

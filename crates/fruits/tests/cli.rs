@@ -247,3 +247,119 @@ fn bench_prints_one_json_object_with_the_figures() {
     assert_eq!(v["images_sampled"], 4);
     assert_eq!(v["end_to_end_images"], 6);
 }
+
+#[test]
+fn extract_from_and_to_s3_with_weights_on_s3() {
+    let Some(server) = fruits_testkit::S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 2, 3);
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 4);
+    let cache = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
+        cmd.args(args)
+            .env_remove("FRUITS_WEIGHTS")
+            .env("XDG_CACHE_HOME", cache.path());
+        for (k, v) in server.env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let args = [
+        "extract",
+        "--input",
+        "s3://fruits/Test/",
+        "--output",
+        "s3://fruits/Results",
+        "--weights",
+        "s3://fruits/models/w/",
+        "--pca-k",
+        "2",
+    ];
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("wrote 6 rows to s3://fruits/Results"),
+        "{}",
+        text(&out.stdout)
+    );
+    let results: Vec<String> = server
+        .objects("fruits")
+        .into_iter()
+        .filter(|o| o.starts_with("Results/"))
+        .collect();
+    assert!(
+        results.contains(&"Results/_SUCCESS".to_string()),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|o| o.starts_with("Results/part-") && o.ends_with(".parquet")),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|o| !o.contains("_temporary") && !o.contains("_features")),
+        "{results:?}"
+    );
+
+    // Overwrite, then project with the saved PCA read back from S3.
+    let mut again = args.to_vec();
+    again.push("--overwrite");
+    assert!(run(&again, &[]).status.success());
+    let out = run(
+        &[
+            "project",
+            "--pca",
+            "s3://fruits/Results/_pca",
+            "--input",
+            "s3://fruits/Test",
+            "--output",
+            "s3://fruits/New",
+            "--weights",
+            "s3://fruits/models/w",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Wrong secret: one line naming the bucket, no secret in it, exit 1, nothing written.
+    let out = run(
+        &[
+            "extract",
+            "--input",
+            "s3://fruits/Test/",
+            "--output",
+            "s3://fruits/Other",
+            "--weights",
+            "s3://fruits/models/w/",
+        ],
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret-123")],
+    );
+    assert_fails(&out, &["s3://fruits/"]);
+    assert!(!text(&out.stderr).contains("wrong-secret-123"));
+    assert!(server
+        .objects("fruits")
+        .iter()
+        .all(|o| !o.starts_with("Other/")));
+    let out = run(
+        &[
+            "extract",
+            "--input",
+            "s3://missing-bucket/Test/",
+            "--output",
+            "s3://fruits/Other",
+            "--weights",
+            "s3://fruits/models/w/",
+        ],
+        &[],
+    );
+    assert_fails(&out, &["s3://missing-bucket/Test", "NoSuchBucket"]);
+}
