@@ -106,3 +106,29 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
         b"two"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("flaky");
+    std::fs::create_dir_all(bucket.join("Test/Kiwi")).unwrap();
+    std::fs::write(bucket.join("Test/Kiwi/a.jpg"), b"kiwi").unwrap();
+    for drop_instead in [false, true] {
+        let mut opts = options(&server);
+        opts.endpoint = Some(fruits_testkit::flaky_proxy(
+            &server.endpoint,
+            2,
+            drop_instead,
+        ));
+        let loc = Location::parse_with("s3://flaky/Test", &opts).unwrap();
+        let images = loc.list_images().await.unwrap();
+        assert_eq!(
+            images.len(),
+            1,
+            "503 / dropped connections retried (drop: {drop_instead})"
+        );
+        assert_eq!(&loc.get(&images[0].path).await.unwrap()[..], b"kiwi");
+    }
+}

@@ -316,3 +316,47 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback TCP proxy to `target` whose first `fail_first` connections fail: each is answered
+/// `503 Slow Down` (`drop_instead == false`) or closed before any answer (`true`); later ones
+/// are piped through. Returns the proxy's `http://127.0.0.1:PORT`.
+pub fn flaky_proxy(target: &str, fail_first: usize, drop_instead: bool) -> String {
+    use std::io::{Read, Write};
+    let target = target.trim_start_matches("http://").to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut client) = stream else { continue };
+            if n < fail_first {
+                if !drop_instead {
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code></Error>";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                continue; // dropping `client` closes the connection
+            }
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            let mut server = server;
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut server);
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    url
+}

@@ -363,3 +363,74 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
     );
     assert_fails(&out, &["s3://missing-bucket/Test", "NoSuchBucket"]);
 }
+
+#[test]
+fn s3_credentials_and_endpoint_from_the_shared_aws_files() {
+    let Some(server) = fruits_testkit::S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("profiles");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 1, 3);
+    let dir = tempfile::tempdir().unwrap();
+    fruits_testkit::synthetic_weights(&dir.path().join("w"), 2);
+    let credentials = dir.path().join("credentials");
+    let config = dir.path().join("config");
+    std::fs::write(
+        &credentials,
+        format!("[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n[ci]\naws_access_key_id = {}\naws_secret_access_key = {}\n", fruits_testkit::S3_ACCESS_KEY, fruits_testkit::S3_SECRET_KEY),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[profile ci]\nregion = us-east-1\nendpoint_url = {}\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    let run = |profile: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fruits"))
+            .args([
+                "extract",
+                "--input",
+                "s3://profiles/Test",
+                "--output",
+                "s3://profiles/Out",
+                "--pca-k",
+                "1",
+                "--allow-http",
+            ])
+            .args(extra)
+            .args([
+                "--weights",
+                dir.path().join("w").to_str().unwrap(),
+                "--profile",
+                profile,
+            ])
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("HOME", dir.path())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap()
+    };
+    let out = run("ci", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("wrote 3 rows to s3://profiles/Out"));
+    // The default profile's keys are refused by the server: the profile really chose the keys.
+    // (That section names no endpoint: give one, so that nothing leaves the loopback.)
+    let out = run(
+        "default",
+        &[
+            "--endpoint-url",
+            &server.endpoint,
+            "--region",
+            "us-east-1",
+            "--overwrite",
+        ],
+    );
+    assert_fails(&out, &["s3://profiles/Test", "403 Forbidden"]);
+}
