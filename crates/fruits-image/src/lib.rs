@@ -147,9 +147,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<RgbImage> {
         let d = mozjpeg::Decompress::builder()
             .with_err(jpeg_error_mgr())
-            .with_markers(&[mozjpeg::Marker::APP(14)])
             .from_mem(bytes)?;
-        let adobe = d.markers().any(|m| m.data.starts_with(b"Adobe"));
         let (width, height) = (d.width(), d.height());
         use mozjpeg_sys::J_COLOR_SPACE as Cs;
         let pixels = match d.color_space() {
@@ -157,7 +155,8 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
                 let mut started = d.to_colorspace(Cs::JCS_CMYK)?;
                 let cmyk: Vec<u8> = started.read_scanlines()?;
                 started.finish()?;
-                cmyk_to_rgb(&cmyk, adobe)
+                // Pillow reads every CMYK JPEG as inverted ink ("CMYK;I", Adobe's convention).
+                cmyk_to_rgb(&cmyk, true)
             }
             _ => {
                 let mut started = d.rgb()?;
@@ -188,7 +187,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
 }
 
-/// Pillow's `CMYK` → `RGB` (`cmyk2rgb` in `Convert.c`); Adobe files store inverted ink.
+/// Pillow's `CMYK` → `RGB` (`cmyk2rgb` in `Convert.c`); JPEGs store inverted ink.
 fn cmyk_to_rgb(cmyk: &[u8], adobe_inverted: bool) -> Vec<u8> {
     let muldiv255 = |a: u32, b: u32| {
         let t = a * b + 128;
