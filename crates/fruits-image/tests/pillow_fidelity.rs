@@ -77,24 +77,54 @@ fn png(color: png::ColorType, pixels: &[u8]) -> Vec<u8> {
 #[test]
 fn grey_progressive_cmyk_and_png_layouts_become_rgb() {
     let near = |img: &fruits_image::RgbImage, rgb: [u8; 3]| {
-        img.pixels.chunks(3).all(|p| p.iter().zip(rgb).all(|(a, b)| (*a as i32 - b as i32).abs() <= 2))
+        img.pixels.chunks(3).all(|p| {
+            p.iter()
+                .zip(rgb)
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 2)
+        })
     };
-    let grey = decode(&jpeg(mozjpeg::ColorSpace::JCS_GRAYSCALE, false, &[90u8; 128])).unwrap();
+    let grey = decode(&jpeg(
+        mozjpeg::ColorSpace::JCS_GRAYSCALE,
+        false,
+        &[90u8; 128],
+    ))
+    .unwrap();
     assert_eq!((grey.width, grey.height), (16, 8));
     assert!(near(&grey, [90, 90, 90]));
-    let progressive = decode(&jpeg(mozjpeg::ColorSpace::JCS_RGB, true, &[200u8, 30, 60].repeat(128))).unwrap();
+    let progressive = decode(&jpeg(
+        mozjpeg::ColorSpace::JCS_RGB,
+        true,
+        &[200u8, 30, 60].repeat(128),
+    ))
+    .unwrap();
     assert!(near(&progressive, [200, 30, 60]));
     // Pillow reads CMYK JPEGs as inverted ink (Adobe's convention): stored zeros are black.
-    let cmyk = decode(&jpeg(mozjpeg::ColorSpace::JCS_CMYK, false, &[0u8; 16 * 8 * 4])).unwrap();
+    let cmyk = decode(&jpeg(
+        mozjpeg::ColorSpace::JCS_CMYK,
+        false,
+        &[0u8; 16 * 8 * 4],
+    ))
+    .unwrap();
     assert!(near(&cmyk, [0, 0, 0]));
 
     let grey_png = decode(&png(png::ColorType::Grayscale, &[77u8; 128])).unwrap();
     assert!(near(&grey_png, [77, 77, 77]));
     let rgba_png = decode(&png(png::ColorType::Rgba, &[10u8, 20, 30, 0].repeat(128))).unwrap();
-    assert_eq!(rgba_png.pixels, [10u8, 20, 30].repeat(128), "alpha dropped as convert('RGB') does");
-    let grey_alpha = decode(&png(png::ColorType::GrayscaleAlpha, &[5u8, 255].repeat(128))).unwrap();
+    assert_eq!(
+        rgba_png.pixels,
+        [10u8, 20, 30].repeat(128),
+        "alpha dropped as convert('RGB') does"
+    );
+    let grey_alpha = decode(&png(
+        png::ColorType::GrayscaleAlpha,
+        &[5u8, 255].repeat(128),
+    ))
+    .unwrap();
     assert_eq!(grey_alpha.pixels, [5u8; 3 * 128]);
     let mut truncated = png(png::ColorType::Rgb, &[1u8; 16 * 8 * 3]);
     truncated.truncate(40);
-    assert!(matches!(decode(&truncated), Err(fruits_image::ImageError::Decode { format: "PNG", .. })));
+    assert!(matches!(
+        decode(&truncated),
+        Err(fruits_image::ImageError::Decode { format: "PNG", .. })
+    ));
 }

@@ -314,6 +314,11 @@ fn depthwise_3x3(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { depthwise_3x3_avx512(input, h, w, c, stride, f, out) };
+            return;
+        }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the function is compiled for.
             unsafe { depthwise_3x3_avx2(input, h, w, c, stride, f, out) };
@@ -326,6 +331,20 @@ fn depthwise_3x3(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn depthwise_3x3_avx2(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    stride: usize,
+    f: &Folded,
+    out: &mut [f32],
+) {
+    depthwise_3x3_generic(input, h, w, c, stride, f, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn depthwise_3x3_avx512(
     input: &[f32],
     h: usize,
     w: usize,
