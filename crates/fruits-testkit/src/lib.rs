@@ -244,32 +244,46 @@ impl S3Server {
         };
         let dir = tempfile::tempdir().expect("server folder");
         let root = dir.path().to_path_buf();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = std::process::Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(&root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            root,
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
+        // A free port can be taken by someone else before the server binds it: then the server
+        // exits, and we try again with another.
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("free port")
+                .local_addr()
+                .expect("addr")
+                .port();
+            let mut child = std::process::Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                .arg(&root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            let mut listening = false;
+            for _ in 0..200 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    listening = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if listening && matches!(child.try_wait(), Ok(None)) {
+                return Some(S3Server {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    root,
+                    _dir: dir,
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        panic!("s3s-fs did not start listening on port {port}");
+        panic!("s3s-fs did not start (tried 10 ports)");
     }
 
     /// Creates an empty bucket.
