@@ -97,12 +97,21 @@ pub struct Summary {
     /// Share of variance they keep.
     pub variance_kept: f64,
     /// The Parquet parts of the result and their row counts (the manifest in `_SUCCESS`).
-    pub files: Vec<(String, u64)>,
+    pub files: Vec<PartFile>,
     /// Seconds: listing, featurising, fitting, projecting + writing, publishing, total.
     pub seconds: StageSeconds,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
     pub skipped_sample: Vec<Skipped>,
+}
+
+/// One Parquet part of a result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartFile {
+    /// File name inside the output.
+    pub name: String,
+    /// Rows it holds.
+    pub rows: u64,
 }
 
 /// Wall time of each stage, in seconds.
@@ -339,7 +348,7 @@ async fn run_stages(
     seconds.project = t.elapsed().as_secs_f64();
 
     // 5. Nothing lost, nothing duplicated.
-    let written: u64 = files.iter().map(|(_, rows)| rows).sum();
+    let written: u64 = files.iter().map(|f| f.rows).sum();
     if written != staged_rows {
         return Err(EngineError::RowCount {
             staged: staged_rows,
@@ -361,7 +370,7 @@ struct Staged {
     classes: usize,
     skipped: Vec<Skipped>,
     pca: Arc<PcaModel>,
-    files: Vec<(String, u64)>,
+    files: Vec<PartFile>,
 }
 
 /// Runs `f` on every partition stream as its own task (in parallel) and collects the results
@@ -477,7 +486,7 @@ async fn write_partition(
     p: usize,
     mut stream: SendableRecordBatchStream,
     staged: &Location,
-) -> Result<(String, u64), EngineError> {
+) -> Result<PartFile, EngineError> {
     let name = format!("part-{p:05}.parquet");
     let mut writer = PartWriter::create(staged, &name, output_schema())?;
     while let Some(batch) = stream.next().await {
@@ -486,5 +495,8 @@ async fn write_partition(
         let batch = RecordBatch::try_new(output_schema(), batch.columns().to_vec())?;
         writer.write(&batch).await?;
     }
-    Ok((name, writer.close().await?))
+    Ok(PartFile {
+        rows: writer.close().await?,
+        name,
+    })
 }
