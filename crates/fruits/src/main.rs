@@ -289,9 +289,12 @@ pub(crate) async fn with_progress_bar<T>(
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+            "{elapsed_precise} [{bar:30}] {pos}/{len} images  {rate}  ETA {eta}  {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} images/s", s.per_sec());
+        })
         .progress_chars("=> "),
     );
     let ticker = {
