@@ -15,6 +15,10 @@ pub const INPUT_SIDE: usize = 224;
 pub const INPUT_LEN: usize = INPUT_SIDE * INPUT_SIDE * 3;
 
 const BN_EPSILON: f32 = 1e-3;
+/// First block run on several images at once (stage 4: 14x14 and smaller activations).
+const BATCHED_FROM: usize = 7;
+/// Images run together through the late blocks.
+const LATE_BATCH: usize = 8;
 /// (expansion, output channels, repeats, first stride) of each stage.
 const STAGES: [(usize, usize, usize, usize); 7] = [
     (1, 16, 1, 1),
@@ -152,10 +156,10 @@ impl MobileNetV2 {
         if threads == 1 {
             let mut ws = Workspace::default();
             for (x, y) in inputs
-                .chunks_exact(INPUT_LEN)
-                .zip(out.chunks_exact_mut(FEATURES))
+                .chunks(LATE_BATCH * INPUT_LEN)
+                .zip(out.chunks_mut(LATE_BATCH * FEATURES))
             {
-                self.forward_one(x, y, &mut ws);
+                self.forward_chunk(x, y, &mut ws);
             }
             return;
         }
@@ -170,21 +174,57 @@ impl MobileNetV2 {
         });
     }
 
-    fn forward_one(&self, input: &[f32], out: &mut [f32], ws: &mut Workspace) {
-        let (mut h, mut w) = (INPUT_SIDE, INPUT_SIDE);
-        // Stem: 3x3 stride-2 convolution as im2col + GEMM.
-        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
-        im2col_3x3_s2(input, h, w, 3, &mut ws.col);
-        ws.a.resize(ho * wo * 32, 0.0);
-        pointwise(&ws.col, ho * wo, 27, &self.stem, true, &mut ws.a);
-        (h, w) = (ho, wo);
-        let mut c = 32;
-        for b in &self.blocks {
-            // ws.a holds the block input.
+    /// Up to [`LATE_BATCH`] images: each alone through the large early layers, then together
+    /// from block [`BATCHED_FROM`] on, where one GEMM over all of them is far more efficient
+    /// than several 14x14 or 7x7 ones.
+    fn forward_chunk(&self, inputs: &[f32], out: &mut [f32], ws: &mut Workspace) {
+        let n = inputs.len() / INPUT_LEN;
+        let mut late = std::mem::take(&mut ws.late);
+        late.clear();
+        let mut shape = (0, 0, 0);
+        for x in inputs.chunks_exact(INPUT_LEN) {
+            // Stem: 3x3 stride-2 convolution as im2col + GEMM.
+            let (h, w) = (INPUT_SIDE.div_ceil(2), INPUT_SIDE.div_ceil(2));
+            im2col_3x3_s2(x, INPUT_SIDE, INPUT_SIDE, 3, &mut ws.col);
+            ws.a.resize(h * w * 32, 0.0);
+            pointwise(&ws.col, h * w, 27, &self.stem, true, &mut ws.a);
+            shape = self.run_blocks(&self.blocks[..BATCHED_FROM], 1, (h, w, 32), ws);
+            late.extend_from_slice(&ws.a[..shape.0 * shape.1 * shape.2]);
+        }
+        ws.late = std::mem::replace(&mut ws.a, late);
+        let (h, w, c) = self.run_blocks(&self.blocks[BATCHED_FROM..], n, shape, ws);
+        ws.b.resize(n * h * w * FEATURES, 0.0);
+        pointwise(&ws.a, n * h * w, c, &self.head, true, &mut ws.b);
+        // Global average pool, image by image.
+        let inv = 1.0 / (h * w) as f32;
+        for (pixels, o) in
+            ws.b.chunks_exact(h * w * FEATURES)
+                .zip(out.chunks_exact_mut(FEATURES))
+        {
+            o.fill(0.0);
+            for row in pixels.chunks_exact(FEATURES) {
+                for (o, v) in o.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+
+    /// Runs `blocks` on `n` images of `(h, w, c)` held in `ws.a`; the result is left in `ws.a`.
+    fn run_blocks(
+        &self,
+        blocks: &[Block],
+        n: usize,
+        shape: (usize, usize, usize),
+        ws: &mut Workspace,
+    ) -> (usize, usize, usize) {
+        let (mut h, mut w, mut c) = shape;
+        for b in blocks {
             let mid_c;
             let mid: &[f32] = if let Some(e) = &b.expand {
-                ws.b.resize(h * w * e.cout, 0.0);
-                pointwise(&ws.a, h * w, c, e, true, &mut ws.b);
+                ws.b.resize(n * h * w * e.cout, 0.0);
+                pointwise(&ws.a, n * h * w, c, e, true, &mut ws.b);
                 mid_c = e.cout;
                 &ws.b
             } else {
@@ -192,11 +232,17 @@ impl MobileNetV2 {
                 &ws.a
             };
             let (ho, wo) = (h.div_ceil(b.stride), w.div_ceil(b.stride));
-            ws.c.resize(ho * wo * mid_c, 0.0);
-            depthwise_3x3(mid, h, w, mid_c, b.stride, &b.depthwise, &mut ws.c);
+            ws.c.resize(n * ho * wo * mid_c, 0.0);
+            for (src, dst) in mid
+                .chunks_exact(h * w * mid_c)
+                .zip(ws.c.chunks_exact_mut(ho * wo * mid_c))
+                .take(n)
+            {
+                depthwise_3x3(src, h, w, mid_c, b.stride, &b.depthwise, dst);
+            }
             let cout = b.project.cout;
-            ws.d.resize(ho * wo * cout, 0.0);
-            pointwise(&ws.c, ho * wo, mid_c, &b.project, false, &mut ws.d);
+            ws.d.resize(n * ho * wo * cout, 0.0);
+            pointwise(&ws.c, n * ho * wo, mid_c, &b.project, false, &mut ws.d);
             if b.residual {
                 for (o, i) in ws.d.iter_mut().zip(&ws.a) {
                     *o += i;
@@ -205,16 +251,7 @@ impl MobileNetV2 {
             std::mem::swap(&mut ws.a, &mut ws.d);
             (h, w, c) = (ho, wo, cout);
         }
-        ws.b.resize(h * w * FEATURES, 0.0);
-        pointwise(&ws.a, h * w, c, &self.head, true, &mut ws.b);
-        out.fill(0.0);
-        for row in ws.b.chunks_exact(FEATURES) {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += v;
-            }
-        }
-        let inv = 1.0 / (h * w) as f32;
-        out.iter_mut().for_each(|o| *o *= inv);
+        (h, w, c)
     }
 }
 
@@ -226,6 +263,7 @@ struct Workspace {
     c: Vec<f32>,
     d: Vec<f32>,
     col: Vec<f32>,
+    late: Vec<f32>,
 }
 
 /// TensorFlow 'SAME' padding before the first row/column for a 3-tap kernel.

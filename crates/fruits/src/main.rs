@@ -292,9 +292,12 @@ pub(crate) async fn with_progress_bar<T>(
             "{elapsed_precise} [{bar:30}] {pos}/{len} images  {rate}  ETA {eta}  {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.0} images/s", s.per_sec());
-        })
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} images/s", s.per_sec());
+            },
+        )
         .progress_chars("=> "),
     );
     let ticker = {
