@@ -366,33 +366,26 @@ fn depthwise_3x3(
     depthwise_3x3_generic(input, h, w, c, stride, f, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_3x3_avx2(
-    input: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    stride: usize,
-    f: &Folded,
-    out: &mut [f32],
-) {
-    depthwise_3x3_generic(input, h, w, c, stride, f, out);
+/// [`depthwise_3x3_generic`] compiled for a set of CPU features (call only where present).
+macro_rules! depthwise_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            input: &[f32],
+            h: usize,
+            w: usize,
+            c: usize,
+            stride: usize,
+            f: &Folded,
+            out: &mut [f32],
+        ) {
+            depthwise_3x3_generic(input, h, w, c, stride, f, out);
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn depthwise_3x3_avx512(
-    input: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    stride: usize,
-    f: &Folded,
-    out: &mut [f32],
-) {
-    depthwise_3x3_generic(input, h, w, c, stride, f, out);
-}
+depthwise_with_features!(depthwise_3x3_avx2, "avx2,fma");
+depthwise_with_features!(depthwise_3x3_avx512, "avx512f,avx2,fma");
 
 /// 3x3 depthwise convolution + bias + ReLU6; channels are the vectorised inner loop.
 #[inline(always)]
