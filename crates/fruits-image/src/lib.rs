@@ -149,6 +149,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             .with_err(jpeg_error_mgr())
             .from_mem(bytes)?;
         let (width, height) = (d.width(), d.height());
+        check_size(width, height).map_err(std::io::Error::other)?;
         use mozjpeg_sys::J_COLOR_SPACE as Cs;
         let pixels = match d.color_space() {
             Cs::JCS_CMYK | Cs::JCS_YCCK => {
@@ -187,6 +188,19 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
 }
 
+/// Pillow refuses images over twice `Image.MAX_IMAGE_PIXELS` (89,478,485) as decompression
+/// bombs; so does fruits, before allocating anything.
+const MAX_PIXELS: usize = 2 * 89_478_485;
+
+fn check_size(width: usize, height: usize) -> Result<(), String> {
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(format!(
+            "image of {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit"
+        ));
+    }
+    Ok(())
+}
+
 /// Pillow's `CMYK` → `RGB` (`cmyk2rgb` in `Convert.c`); JPEGs store inverted ink.
 fn cmyk_to_rgb(cmyk: &[u8], adobe_inverted: bool) -> Vec<u8> {
     let muldiv255 = |a: u32, b: u32| {
@@ -216,6 +230,8 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(fail)?;
+    let header = reader.info();
+    check_size(header.width as usize, header.height as usize).map_err(ImageError::Unsupported)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| ImageError::Unsupported("PNG too large".into()))?;

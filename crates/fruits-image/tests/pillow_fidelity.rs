@@ -128,3 +128,26 @@ fn grey_progressive_cmyk_and_png_layouts_become_rgb() {
         Err(fruits_image::ImageError::Decode { format: "PNG", .. })
     ));
 }
+
+#[test]
+fn decompression_bombs_are_refused_before_decoding() {
+    // A valid PNG header claiming 20000 x 20000 pixels, and an empty data chunk.
+    let mut out = Vec::new();
+    let mut e = png::Encoder::new(&mut out, 20_000, 20_000);
+    e.set_color(png::ColorType::Rgb);
+    let mut w = e.write_header().unwrap();
+    w.write_chunk(png::chunk::IDAT, &[]).unwrap();
+    drop(w);
+    let err = decode(&out).unwrap_err().to_string();
+    assert!(err.contains("exceeds"), "{err}");
+
+    // A real JPEG whose frame header is patched to claim 30000 x 30000 pixels.
+    let mut jpeg = fruits_testkit::encode_jpeg(100, 100, &fruits_testkit::fruit_pixels(0, 0));
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0 | 0xC2))
+        .unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    let err = decode(&jpeg).unwrap_err().to_string();
+    assert!(err.contains("exceeds"), "{err}");
+}

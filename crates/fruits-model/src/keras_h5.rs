@@ -248,7 +248,10 @@ impl<'a> H5<'a> {
                 "expected little-endian float32, found class {class} of {size} bytes"
             ));
         }
-        let n: usize = shape.iter().product();
+        let bytes = shape
+            .iter()
+            .try_fold(4usize, |acc, d| acc.checked_mul(*d))
+            .ok_or("dataset shape too large")?;
         let data = match (self.u8(layout)?, self.u8(layout + 1)?) {
             // Version 3: class 1 = contiguous (address, size), 0 = compact (size, data).
             (3, 1) => {
@@ -256,10 +259,10 @@ impl<'a> H5<'a> {
                 if addr == usize::MAX {
                     return Err("dataset has no data".into());
                 }
-                self.bytes(addr, n * 4)?
+                self.bytes(addr, bytes)?
             }
-            (3, 0) => self.bytes(layout + 4, n * 4)?,
-            (1 | 2, _) if self.u8(layout + 2)? == 1 => self.bytes(self.u64(layout + 8)?, n * 4)?,
+            (3, 0) => self.bytes(layout + 4, bytes)?,
+            (1 | 2, _) if self.u8(layout + 2)? == 1 => self.bytes(self.u64(layout + 8)?, bytes)?,
             (v, c) => {
                 return Err(format!(
                     "data layout version {v} class {c} is not supported"

@@ -123,9 +123,12 @@ impl Array {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
             .collect::<Result<Vec<_>, _>>()?;
-        let n: usize = shape.iter().product();
+        let size = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, d| acc.checked_mul(*d))
+            .ok_or_else(|| bad("shape too large"))?;
         let data = bytes
-            .get(end..end + n * dtype.size())
+            .get(end..end.saturating_add(size))
             .ok_or_else(|| bad("data shorter than its shape says"))?
             .to_vec();
         Ok(Array { shape, dtype, data })
