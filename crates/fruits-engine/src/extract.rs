@@ -187,6 +187,11 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
     let input = Location::parse_with(&cfg.input, &cfg.s3)?;
     let output = Location::parse_with(&cfg.output, &cfg.s3)?;
 
+    // Refuse an existing output before any work (begin() checks again before staging).
+    if !cfg.overwrite && output.exists().await? {
+        return Err(fruits_store::StoreError::OutputExists(output.uri()).into());
+    }
+
     // 1. List.
     let t = Instant::now();
     let images = input.list_images().await?;
@@ -221,13 +226,13 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
-            let publish = async {
-                staging.location().put_rel("_errors.json", errors).await?;
-                summary.seconds.total = started.elapsed().as_secs_f64();
-                let marker = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-                staging.commit(marker).await
-            };
-            publish.await?;
+            if let Err(e) = staging.location().put_rel("_errors.json", errors).await {
+                let _ = staging.abort().await;
+                return Err(e.into());
+            }
+            summary.seconds.total = started.elapsed().as_secs_f64();
+            let marker = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+            staging.commit(marker).await?;
             summary.seconds.commit = t.elapsed().as_secs_f64();
             summary.seconds.total = started.elapsed().as_secs_f64();
             Ok(summary)
