@@ -245,7 +245,7 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
     }
 }
 
-/// Stages 2 to 4; returns (rows, classes, skipped images, the PCA).
+/// Stages 2 to 5, up to a result staged and checked, ready to publish.
 async fn run_stages(
     cfg: &ExtractConfig,
     input: &Location,

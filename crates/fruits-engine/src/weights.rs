@@ -37,7 +37,12 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
         save(&target, &bytes)?;
         return Ok(target);
     }
-    let objects = loc.list_suffix(".npy").await?;
+    let objects: Vec<_> = loc
+        .list_paths()
+        .await?
+        .into_iter()
+        .filter(|p| p.as_ref().ends_with(".npy"))
+        .collect();
     if objects.is_empty() {
         return Err(EngineError::Weights(format!(
             "no .h5 file or .npy tensors at {uri}"

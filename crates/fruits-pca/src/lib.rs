@@ -190,6 +190,15 @@ impl PartialSums {
     }
 }
 
+/// Names of the files a saved model consists of (see [`PcaModel::to_files`]).
+pub const FILES: [&str; 5] = [
+    "pca.json",
+    "mean.npy",
+    "std.npy",
+    "components.npy",
+    "explained_variance_ratio.npy",
+];
+
 /// A fitted scaler + PCA.
 #[derive(Debug, Clone)]
 pub struct PcaModel {
@@ -259,19 +268,15 @@ impl PcaModel {
             projection: "features_pca = ((x - mean) / std, 0 where std == 0) @ components.T".into(),
         };
         let flat: Vec<f64> = self.components.iter().flatten().copied().collect();
-        vec![
-            (
-                "pca.json",
-                serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
-            ),
-            ("mean.npy", fruits_npy::to_bytes_f64(&[dim], &self.mean)),
-            ("std.npy", fruits_npy::to_bytes_f64(&[dim], &self.std)),
-            ("components.npy", fruits_npy::to_bytes_f64(&[k, dim], &flat)),
-            (
-                "explained_variance_ratio.npy",
-                fruits_npy::to_bytes_f64(&[dim], &self.explained_variance_ratio),
-            ),
-        ]
+        // In the order of FILES.
+        let contents = [
+            serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
+            fruits_npy::to_bytes_f64(&[dim], &self.mean),
+            fruits_npy::to_bytes_f64(&[dim], &self.std),
+            fruits_npy::to_bytes_f64(&[k, dim], &flat),
+            fruits_npy::to_bytes_f64(&[dim], &self.explained_variance_ratio),
+        ];
+        FILES.into_iter().zip(contents).collect()
     }
 
     /// Loads a model saved by [`PcaModel::to_files`]; `read(name)` returns a file's bytes.

@@ -292,18 +292,26 @@ impl Location {
         Ok(out)
     }
 
-    /// Objects directly below the prefix whose names end with `suffix`.
-    pub async fn list_suffix(&self, suffix: &str) -> Result<Vec<Path>, StoreError> {
+    /// Every object below the prefix (at any depth), sorted.
+    pub async fn list_paths(&self) -> Result<Vec<Path>, StoreError> {
         let mut out: Vec<Path> = self
             .store
             .list(Some(&self.prefix))
-            .map_err(self.object_error(&self.prefix))
-            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(suffix)))
             .map_ok(|m| m.location)
             .try_collect()
-            .await?;
+            .await
+            .map_err(self.object_error(&self.prefix))?;
         out.sort();
         Ok(out)
+    }
+
+    /// `path` relative to the prefix, slash-separated (the inverse of [`Location::child`]).
+    pub fn relative(&self, path: &Path) -> String {
+        path.parts()
+            .skip(self.prefix.parts().count())
+            .map(|s| s.as_ref().to_string())
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// Reads a whole object.
@@ -464,23 +472,9 @@ impl Staging {
     /// Object stores have no rename: copy each staged object to its final key, `_SUCCESS`
     /// last, then delete objects of older runs and the staging prefix.
     async fn publish_objects(&self) -> Result<(), StoreError> {
-        let staged_prefix_parts = self.staged.prefix.parts().count();
-        let staged: Vec<Path> = self
-            .staged
-            .store
-            .list(Some(&self.staged.prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(self.staged.object_error(&self.staged.prefix))?;
-        let rel = |p: &Path| {
-            p.parts()
-                .skip(staged_prefix_parts)
-                .map(|s| s.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/")
-        };
-        let new: std::collections::HashSet<String> = staged.iter().map(&rel).collect();
+        let staged = self.staged.list_paths().await?;
+        let new: std::collections::HashSet<String> =
+            staged.iter().map(|p| self.staged.relative(p)).collect();
         // Remove the old marker first: from here until the new one lands, no reader takes the
         // folder for complete.
         let marker = self.output.child(SUCCESS);
@@ -488,8 +482,12 @@ impl Staging {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.output.object_error(&marker)(e)),
         }
-        for p in staged.iter().filter(|p| rel(p) != SUCCESS) {
-            let to = self.output.child(&rel(p));
+        for p in &staged {
+            let rel = self.staged.relative(p);
+            if rel == SUCCESS {
+                continue;
+            }
+            let to = self.output.child(&rel);
             self.output
                 .store
                 .copy(p, &to)
@@ -499,23 +497,10 @@ impl Staging {
         let temporary = self.output.child("_temporary");
         let old: Vec<Path> = self
             .output
-            .store
-            .list(Some(&self.output.prefix))
-            .map_ok(|m| m.location)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(self.output.object_error(&self.output.prefix))?
+            .list_paths()
+            .await?
             .into_iter()
-            .filter(|p| !p.prefix_matches(&temporary))
-            .filter(|p| {
-                let r = p
-                    .parts()
-                    .skip(self.output.prefix.parts().count())
-                    .map(|s| s.as_ref().to_string())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                !new.contains(&r)
-            })
+            .filter(|p| !p.prefix_matches(&temporary) && !new.contains(&self.output.relative(p)))
             .collect();
         for p in old {
             self.output

@@ -240,13 +240,7 @@ pub(crate) fn load_model(
 async fn load_pca(uri: &str, s3: &fruits_store::S3Options) -> Result<PcaModel> {
     let loc = fruits_store::Location::parse_with(uri, s3)?;
     let mut files = std::collections::HashMap::new();
-    for name in [
-        "pca.json",
-        "mean.npy",
-        "std.npy",
-        "components.npy",
-        "explained_variance_ratio.npy",
-    ] {
+    for name in fruits_pca::FILES {
         let bytes = loc
             .get_rel(name)
             .await
