@@ -1,30 +1,36 @@
 //! The data path of `fruits extract` and `fruits project`, top to bottom.
 //!
 //! 1. List the input once → `(path, label)` rows split into partitions.
-//! 2. Map stage (DataFusion plan `featurize(content)` over the image source): per partition,
-//!    stream `(path, label, features)` into a staged Parquet part and fold the features into
-//!    the partition's PCA partial sums; bad images are set aside with their error. No shuffle.
-//! 3. Merge the partial sums, fit the scaler + PCA (or take a saved one), save it to `_pca/`.
-//! 4. Map stage (plan `pca_project(features)` over the staged parts): write the final parts.
-//! 5. Check row counts, write `_errors.json`, publish with `_SUCCESS` last.
+//! 2. Featurize plan (map-only): [`ImageScanExec`] → `featurize(content)` → per partition a
+//!    staged Parquet part and the partition's PCA partial sums; bad images are set aside with
+//!    their error.
+//! 3. Merge the partial sums here, fit the scaler + PCA (or take a saved one), save it to
+//!    `_pca/`.
+//! 4. Project plan (map-only): the staged parts → `pca_project(features)` → final parts.
+//! 5. Check that every partition ran exactly once and row counts agree, write `_errors.json`,
+//!    publish with `_SUCCESS` last.
+//!
+//! The plans run on an [`Engine`]: in this process or on a cluster; nothing else differs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{col, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::physical_plan::ExecutionPlan;
 use fruits_model::{MobileNetV2, FEATURES};
 use fruits_pca::{Components, PartialSums, PcaModel};
 use fruits_store::{Location, Staging};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::sink::PartWriter;
-use crate::source::image_table;
-use crate::udf::{float_list, Featurize, PcaProject};
+use crate::engine::Engine;
+use crate::plan::{
+    image_list, part_list, part_name, sums_name, with_udf_column, FeatureReadExec, ImageReadExec,
+    ScanImage, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, SUMS_DIR,
+};
+use crate::udf::{Featurize, PcaProject};
+use crate::weights::ModelSource;
 use crate::EngineError;
 
 /// Where the PCA comes from.
@@ -43,16 +49,16 @@ pub struct ExtractConfig {
     pub input: String,
     /// Output URI.
     pub output: String,
-    /// The network, loaded once and shared by every partition.
-    pub model: Arc<MobileNetV2>,
+    /// The weights each process running the plan loads (once).
+    pub weights: ModelSource,
+    /// The network already loaded from `weights` in this process, if it was.
+    pub model: Option<Arc<MobileNetV2>>,
     /// Fit or apply.
     pub pca: PcaSpec,
     /// Replace an existing output.
     pub overwrite: bool,
     /// Images per model batch.
     pub batch_size: usize,
-    /// Partitions run in parallel (one core each).
-    pub threads: usize,
     /// S3 settings that override the environment.
     pub s3: fruits_store::S3Options,
 }
@@ -69,7 +75,7 @@ pub struct Progress {
 }
 
 /// An image that could not be used, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Skipped {
     /// Its URI.
     pub path: String,
@@ -100,6 +106,10 @@ pub struct Summary {
     pub files: Vec<PartFile>,
     /// Seconds: listing, featurising, fitting, projecting + writing, publishing, total.
     pub seconds: StageSeconds,
+    /// Where the plans ran.
+    pub engine: String,
+    /// Images each worker featurised (worker name → images).
+    pub workers: BTreeMap<String, u64>,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
     pub skipped_sample: Vec<Skipped>,
@@ -138,27 +148,6 @@ impl Summary {
     }
 }
 
-/// Staged features, below the staging location; removed before publishing.
-const FEATURES_DIR: &str = "_features";
-
-fn features_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("path", DataType::Utf8, false),
-        Field::new("label", DataType::Utf8, false),
-        Field::new("features", float_list(), false),
-    ]))
-}
-
-fn output_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = features_schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("features_pca", float_list(), false));
-    Arc::new(Schema::new(fields))
-}
-
 /// A run id unique enough for staging names: time and process.
 fn run_id() -> String {
     let t = std::time::SystemTime::now()
@@ -167,21 +156,12 @@ fn run_id() -> String {
     format!("{}-{}", t.as_millis(), std::process::id())
 }
 
-fn session(threads: usize, batch_size: usize) -> SessionContext {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(threads.max(1))
-        .with_batch_size(batch_size.max(1));
-    // Read strings back as the Utf8 we wrote, not as views.
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-    SessionContext::new_with_config(config)
-}
-
 /// Runs the whole job; on failure the staged output is removed and any old output is untouched.
-pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Summary, EngineError> {
+pub async fn extract(
+    cfg: &ExtractConfig,
+    engine: &dyn Engine,
+    progress: Arc<Progress>,
+) -> Result<Summary, EngineError> {
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
     let input = Location::parse_with(&cfg.input, &cfg.s3)?;
@@ -202,7 +182,10 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
     seconds.list = t.elapsed().as_secs_f64();
 
     let staging = Staging::begin(&output, cfg.overwrite, &run_id()).await?;
-    let result = run_stages(cfg, &input, &images, &staging, &progress, &mut seconds).await;
+    let result = run_stages(
+        cfg, engine, &input, &images, &staging, &progress, &mut seconds,
+    )
+    .await;
     match result {
         Ok(Staged {
             rows,
@@ -210,6 +193,7 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
             skipped,
             pca,
             files,
+            workers,
         }) => {
             let t = Instant::now();
             let mut summary = Summary {
@@ -223,6 +207,8 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
                 variance_kept: pca.variance_kept(),
                 files,
                 seconds,
+                engine: engine.describe(),
+                workers,
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
@@ -248,45 +234,55 @@ pub async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Sum
 /// Stages 2 to 5, up to a result staged and checked, ready to publish.
 async fn run_stages(
     cfg: &ExtractConfig,
+    engine: &dyn Engine,
     input: &Location,
     images: &[fruits_store::ImageRef],
     staging: &Staging,
     progress: &Arc<Progress>,
     seconds: &mut StageSeconds,
 ) -> Result<Staged, EngineError> {
-    let ctx = session(cfg.threads, cfg.batch_size);
-    let staged = staging.location();
+    let staged = Store::new(staging.location().clone(), &cfg.s3);
 
     // 2. Featurise: image source → featurize UDF → staged parts + partial sums.
     let t = Instant::now();
-    ctx.register_table(
-        "images",
-        Arc::new(image_table(input, images, cfg.threads, cfg.batch_size)?),
+    let partitions = split(images, engine.partitions(images.len()));
+    let n = partitions.len();
+    let scan = Arc::new(ImageReadExec::new(
+        image_list(&partitions)?,
+        Store::new(input.clone(), &cfg.s3),
+        cfg.batch_size,
+    ));
+    let featurized = with_udf_column(
+        scan,
+        &["partition", "path", "label", "read_error"],
+        Featurize::udf(cfg.weights.clone(), cfg.model.clone()),
+        "content",
+        "f",
     )?;
-    let featurize = Featurize::udf(cfg.model.clone());
-    let df = ctx.table("images").await?.select(vec![
-        col("path"),
-        col("label"),
-        col("read_error"),
-        featurize.call(vec![col("content")]).alias("f"),
-    ])?;
-    let streams = df.execute_stream_partitioned().await?;
-    let parts = for_each_partition(streams, |p, stream| {
-        let staged = staged.clone();
-        let progress = progress.clone();
-        async move { featurize_partition(p, stream, &staged, &progress).await }
-    })
-    .await?;
-    let mut sums = PartialSums::new(FEATURES);
+    let plan = WriteExec::new(
+        featurized,
+        staged.clone(),
+        WriteKind::Features,
+        Some(progress.clone()),
+    );
+    let all: Vec<usize> = (0..n).collect();
+    let staged_reports = run_checked(engine, Arc::new(plan), &all).await?;
+    // Counted here too, for engines that cannot report progress as they go.
+    progress
+        .done
+        .store(images.len() as u64, Ordering::Relaxed);
     let mut skipped = Vec::new();
-    let mut staged_rows = 0;
     let mut labels = std::collections::BTreeSet::new();
-    for part in parts {
-        sums.merge(&part.sums)?;
-        skipped.extend(part.skipped);
-        staged_rows += part.rows;
-        labels.extend(part.labels);
+    let mut workers = BTreeMap::new();
+    for r in &staged_reports {
+        skipped.extend(r.skipped.iter().cloned());
+        labels.extend(r.labels.iter().cloned());
+        *workers.entry(r.worker.clone()).or_insert(0) += r.images;
     }
+    progress
+        .skipped
+        .store(skipped.len() as u64, Ordering::Relaxed);
+    let sums = merge_sums(&staged.location, n).await?;
     seconds.featurize = t.elapsed().as_secs_f64();
 
     // 3. Fit (or take) the PCA and save it beside the data.
@@ -319,53 +315,63 @@ async fn run_stages(
         }
     };
     for (name, bytes) in pca.to_files() {
-        staged.put_rel(&format!("_pca/{name}"), bytes).await?;
+        staged
+            .location
+            .put_rel(&format!("_pca/{name}"), bytes)
+            .await?;
     }
     seconds.fit = t.elapsed().as_secs_f64();
 
     // 4. Project the staged features and write the final parts.
     let t = Instant::now();
-    let features_dir = staged.sub(FEATURES_DIR);
-    let files = {
-        let url = staged.store_url()?;
-        ctx.register_object_store(&url, staged.store().clone());
-        let project = PcaProject::udf(pca.clone());
-        let df = ctx
-            .read_parquet(
-                format!("{}/", features_dir.uri()),
-                ParquetReadOptions::default(),
-            )
-            .await?
-            .select(vec![
-                col("path"),
-                col("label"),
-                col("features"),
-                project.call(vec![col("features")]).alias("features_pca"),
-            ])?;
-        let streams = df.execute_stream_partitioned().await?;
-        for_each_partition(streams, |p, stream| {
-            let staged = staged.clone();
-            async move { write_partition(p, stream, &staged).await }
-        })
-        .await?
-    };
-    features_dir.delete_all().await?;
+    // Partitions whose images were all skipped have nothing to project.
+    let kept: Vec<usize> = staged_reports
+        .iter()
+        .filter(|r| r.rows > 0)
+        .map(|r| r.partition)
+        .collect();
+    let parts: Vec<(usize, String)> = kept
+        .iter()
+        .map(|&p| (p, part_name(FEATURES_DIR, p)))
+        .collect();
+    let scan = Arc::new(FeatureReadExec::new(part_list(&parts)?, staged.clone()));
+    let projected = with_udf_column(
+        scan,
+        &["partition", "path", "label", "features"],
+        PcaProject::udf(pca.clone()),
+        "features",
+        "features_pca",
+    )?;
+    let plan = WriteExec::new(projected, staged.clone(), WriteKind::Output, None);
+    let written = run_checked(engine, Arc::new(plan), &kept).await?;
+    staged.location.sub(FEATURES_DIR).delete_all().await?;
+    staged.location.sub(SUMS_DIR).delete_all().await?;
     seconds.project = t.elapsed().as_secs_f64();
 
-    // 5. Nothing lost, nothing duplicated.
-    let written: u64 = files.iter().map(|f| f.rows).sum();
-    if written != staged_rows {
-        return Err(EngineError::RowCount {
-            staged: staged_rows,
-            written,
-        });
+    // 5. Nothing lost, nothing duplicated: partition by partition.
+    for w in &written {
+        let s = &staged_reports[w.partition];
+        if s.rows != w.rows {
+            return Err(EngineError::RowCount {
+                staged: s.rows,
+                written: w.rows,
+            });
+        }
     }
+    let files = written
+        .iter()
+        .map(|w| PartFile {
+            name: part_name("", w.partition),
+            rows: w.rows,
+        })
+        .collect::<Vec<_>>();
     Ok(Staged {
-        rows: written,
+        rows: files.iter().map(|f| f.rows).sum(),
         classes: labels.len(),
         skipped,
         pca,
         files,
+        workers,
     })
 }
 
@@ -376,132 +382,67 @@ struct Staged {
     skipped: Vec<Skipped>,
     pca: Arc<PcaModel>,
     files: Vec<PartFile>,
+    workers: BTreeMap<String, u64>,
 }
 
-/// Runs `f` on every partition stream as its own task (in parallel) and collects the results
-/// in partition order.
-async fn for_each_partition<T, F, Fut>(
-    streams: Vec<SendableRecordBatchStream>,
-    f: F,
-) -> Result<Vec<T>, EngineError>
-where
-    F: Fn(usize, SendableRecordBatchStream) -> Fut,
-    Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
-    T: Send + 'static,
-{
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(p, stream)| tokio::spawn(f(p, stream)))
-        .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await.map_err(|e| EngineError::Task(e.to_string()))??);
-    }
-    Ok(out)
+/// `images` in at most `n` contiguous partitions of nearly equal size.
+fn split(images: &[fruits_store::ImageRef], n: usize) -> Vec<Vec<ScanImage>> {
+    let per = images.len().div_ceil(n.max(1)).max(1);
+    images
+        .chunks(per)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|img| ScanImage {
+                    path: img.path.to_string(),
+                    label: img.label.clone(),
+                })
+                .collect()
+        })
+        .collect()
 }
 
-struct PartitionResult {
-    rows: u64,
-    sums: PartialSums,
-    skipped: Vec<Skipped>,
-    labels: std::collections::BTreeSet<String>,
-}
-
-/// Map stage 1 for one partition: featurised rows to a staged part, partial sums, skips.
-async fn featurize_partition(
-    p: usize,
-    mut stream: SendableRecordBatchStream,
-    staged: &Location,
-    progress: &Progress,
-) -> Result<PartitionResult, EngineError> {
-    let mut writer = PartWriter::create(
-        staged,
-        &format!("{FEATURES_DIR}/part-{p:05}.parquet"),
-        features_schema(),
-    )?;
-    let mut out = PartitionResult {
-        rows: 0,
-        sums: PartialSums::new(FEATURES),
-        skipped: Vec::new(),
-        labels: Default::default(),
-    };
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let path = batch.column(0).as_string::<i32>();
-        let label = batch.column(1).as_string::<i32>();
-        let read_error = batch.column(2).as_string::<i32>();
-        let f = batch.column(3).as_struct();
-        let features = f.column(0).as_list::<i32>();
-        let error = f.column(1).as_string::<i32>();
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let ok = features.is_valid(i);
-            keep.push(ok);
-            if ok {
-                out.labels.insert(label.value(i).to_string());
-            } else {
-                let why = if read_error.is_valid(i) {
-                    read_error.value(i)
-                } else if error.is_valid(i) {
-                    error.value(i)
-                } else {
-                    "no content"
-                };
-                tracing::warn!(path = path.value(i), error = why, "skipped image");
-                out.skipped.push(Skipped {
-                    path: path.value(i).to_string(),
-                    error: why.to_string(),
-                });
+/// Runs a write plan whose partitions are numbered `expected` and returns one report per
+/// partition, in that order. A partition reported twice (a task that an engine re-ran) must
+/// agree with itself; a partition never reported, or not expected, fails the run.
+async fn run_checked(
+    engine: &dyn Engine,
+    plan: Arc<dyn ExecutionPlan>,
+    expected: &[usize],
+) -> Result<Vec<TaskReport>, EngineError> {
+    let batches = engine.run(plan).await?;
+    let mut reports: BTreeMap<usize, Option<TaskReport>> =
+        expected.iter().map(|&p| (p, None)).collect();
+    for r in TaskReport::from_batches(&batches)? {
+        let p = r.partition;
+        let slot = reports
+            .get_mut(&p)
+            .ok_or_else(|| EngineError::Task(format!("a task reported unknown partition {p}")))?;
+        match slot {
+            Some(seen) if seen.rows != r.rows => {
+                return Err(EngineError::Task(format!(
+                    "partition {p} reported twice with different row counts ({} and {})",
+                    seen.rows, r.rows
+                )))
             }
+            Some(_) => {}
+            None => *slot = Some(r),
         }
-        let mask = arrow::array::BooleanArray::from(keep);
-        let good = |a: &ArrayRef| arrow::compute::filter(a.as_ref(), &mask);
-        let features_kept = good(f.column(0))?;
-        let rows = RecordBatch::try_new(
-            features_schema(),
-            vec![
-                good(batch.column(0))?,
-                good(batch.column(1))?,
-                features_kept.clone(),
-            ],
-        )?;
-        let lists = features_kept.as_list::<i32>();
-        let offsets = lists.value_offsets();
-        let (from, to) = (offsets[0] as usize, offsets[lists.len()] as usize);
-        let values = lists
-            .values()
-            .as_primitive::<arrow::datatypes::Float32Type>();
-        out.sums.add_rows(&values.values()[from..to]);
-        writer.write(&rows).await?;
-        progress
-            .done
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        progress.skipped.fetch_add(
-            (batch.num_rows() - rows.num_rows()) as u64,
-            Ordering::Relaxed,
-        );
     }
-    out.rows = writer.close().await?;
-    Ok(out)
+    reports
+        .into_iter()
+        .map(|(p, r)| r.ok_or_else(|| EngineError::Task(format!("partition {p} never reported"))))
+        .collect()
 }
 
-/// Map stage 2 for one partition: projected rows to a final part.
-async fn write_partition(
-    p: usize,
-    mut stream: SendableRecordBatchStream,
-    staged: &Location,
-) -> Result<PartFile, EngineError> {
-    let name = format!("part-{p:05}.parquet");
-    let mut writer = PartWriter::create(staged, &name, output_schema())?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        // Same columns, declared non-null as they are.
-        let batch = RecordBatch::try_new(output_schema(), batch.columns().to_vec())?;
-        writer.write(&batch).await?;
+/// Merges the `n` partial sums staged by the featurize plan (fetched 8 at a time).
+async fn merge_sums(staged: &Location, n: usize) -> Result<PartialSums, EngineError> {
+    let mut total = PartialSums::new(FEATURES);
+    let mut fetched = futures::stream::iter(0..n)
+        .map(|p| async move { staged.get_rel(&sums_name(p)).await })
+        .buffered(8);
+    while let Some(bytes) = fetched.try_next().await? {
+        total.merge(&PartialSums::from_bytes(&bytes)?)?;
     }
-    Ok(PartFile {
-        rows: writer.close().await?,
-        name,
-    })
+    Ok(total)
 }

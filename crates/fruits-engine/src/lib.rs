@@ -1,22 +1,28 @@
-//! The fruits data path as a DataFusion plan: image source → `featurize` UDF → PCA →
-//! Parquet sink, committed atomically.
+//! The fruits data path as DataFusion plans: image source → `featurize` UDF → PCA → Parquet,
+//! committed atomically.
 //!
-//! * [`source`]: the listed images as a partitioned table of `(path, label, content)`.
+//! * [`plan`]: the plan nodes (image scan, staged-feature scan, per-partition writer) and the
+//!   [`plan::StoreRef`]s that let a plan travel to other processes.
 //! * [`udf`]: `featurize(content)` (decode, Pillow resize, MobileNetV2) and
 //!   `pca_project(features)`.
-//! * [`sink`]: one Parquet part per partition, streamed to the store.
+//! * [`engine`]: where plans run ([`Engine`]); [`InProcess`] here, a cluster elsewhere.
 //! * [`extract`]: the whole job, stage by stage ([`extract::extract`]).
+//! * [`sink`]: one Parquet part, streamed to the store.
+//! * [`weights`]: which weights a plan uses, loaded once per process.
 //!
-//! Every stage is map-only (no shuffle); the only exchange is the PCA partial sums, merged on
-//! the client.
+//! Every plan is map-only (no shuffle); the only exchange is the PCA partial sums, merged by
+//! the caller.
 
+pub mod engine;
 pub mod extract;
+pub mod plan;
 pub mod sink;
-pub mod source;
 pub mod udf;
 pub mod weights;
 
+pub use engine::{Engine, InProcess};
 pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
+pub use weights::ModelSource;
 
 /// Why a run stopped. Each message is one line naming what and where.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +79,10 @@ pub enum EngineError {
     /// Weights could not be fetched from the store.
     #[error("weights: {0}")]
     Weights(String),
-    /// A worker task died.
-    #[error("worker task failed: {0}")]
+    /// A task failed or misreported.
+    #[error("task failed: {0}")]
     Task(String),
+    /// The cluster could not run a plan.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }

@@ -1,7 +1,7 @@
 //! The scalar UDFs of the plan: `featurize(content)` and `pca_project(features)`.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Float32Builder, ListBuilder, StringBuilder, StructArray,
@@ -13,6 +13,8 @@ use datafusion::logical_expr::{
 };
 use fruits_model::{MobileNetV2, FEATURES, INPUT_LEN};
 use fruits_pca::PcaModel;
+
+use crate::weights::ModelSource;
 
 /// `List<Float32>` as written to Parquet (`features`, `features_pca`).
 pub fn float_list() -> DataType {
@@ -30,36 +32,62 @@ pub fn featurize_fields() -> Fields {
 /// `featurize(content: binary) -> struct<features: list<float32>, error: utf8>`:
 /// decode + Pillow resize + MobileNetV2 on a whole batch of rows; one bad image yields a null
 /// `features` and its `error`, never a failed batch. Null content yields nulls in both.
+///
+/// The network comes from its [`ModelSource`], loaded on first use and shared by every task
+/// of the process ([`ModelSource::shared`]), unless one was handed over already.
 #[derive(Debug)]
 pub struct Featurize {
-    model: Arc<MobileNetV2>,
+    source: ModelSource,
+    model: OnceLock<Arc<MobileNetV2>>,
     signature: Signature,
 }
 
 impl Featurize {
-    /// A UDF sharing `model` (loaded once per process).
-    pub fn new(model: Arc<MobileNetV2>) -> Featurize {
+    /// A UDF using the weights of `source`; `model`, if given, is those weights already
+    /// loaded (nothing is loaded until a batch arrives otherwise).
+    pub fn new(source: ModelSource, model: Option<Arc<MobileNetV2>>) -> Featurize {
+        let cell = OnceLock::new();
+        if let Some(model) = model {
+            let _ = cell.set(model);
+        }
         Featurize {
-            model,
+            source,
+            model: cell,
             signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
         }
     }
 
     /// As a DataFusion `ScalarUDF`.
-    pub fn udf(model: Arc<MobileNetV2>) -> ScalarUDF {
-        ScalarUDF::new_from_impl(Featurize::new(model))
+    pub fn udf(source: ModelSource, model: Option<Arc<MobileNetV2>>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Featurize::new(source, model))
+    }
+
+    /// Where its weights come from.
+    pub fn source(&self) -> &ModelSource {
+        &self.source
+    }
+
+    fn model(&self) -> Result<Arc<MobileNetV2>> {
+        if let Some(model) = self.model.get() {
+            return Ok(model.clone());
+        }
+        let model = self
+            .source
+            .shared()
+            .map_err(|e| DataFusionError::Execution(format!("featurize: {e}")))?;
+        Ok(self.model.get_or_init(|| model).clone())
     }
 }
 
 impl PartialEq for Featurize {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.model, &other.model)
+        self.source == other.source
     }
 }
 impl Eq for Featurize {}
 impl Hash for Featurize {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name().hash(state);
+        self.source.hash(state);
     }
 }
 
@@ -82,6 +110,7 @@ impl ScalarUDFImpl for Featurize {
             ))
         })?;
         let n = content.len();
+        let started = std::time::Instant::now();
         let mut input = vec![0.0f32; n * INPUT_LEN];
         let mut outcome: Vec<Option<Result<usize, String>>> = Vec::with_capacity(n);
         let mut good = 0;
@@ -100,8 +129,10 @@ impl ScalarUDFImpl for Featurize {
             }
         }
         let mut features = vec![0.0f32; good * FEATURES];
-        self.model
-            .forward(&input[..good * INPUT_LEN], &mut features, 1);
+        let model = if good > 0 { Some(self.model()?) } else { None };
+        if let Some(model) = model {
+            model.forward(&input[..good * INPUT_LEN], &mut features, 1);
+        }
 
         let mut list =
             ListBuilder::with_capacity(Float32Builder::with_capacity(good * FEATURES), n);
@@ -124,6 +155,12 @@ impl ScalarUDFImpl for Featurize {
                 }
             }
         }
+        tracing::debug!(
+            rows = n,
+            images = good,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "featurize batch"
+        );
         let s = StructArray::try_new(
             featurize_fields(),
             vec![
@@ -150,6 +187,13 @@ impl PcaProject {
             model,
             signature: Signature::exact(vec![float_list()], Volatility::Immutable),
         })
+    }
+}
+
+impl PcaProject {
+    /// The fitted scaler + PCA it applies.
+    pub fn model(&self) -> &Arc<PcaModel> {
+        &self.model
     }
 }
 

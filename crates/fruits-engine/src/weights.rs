@@ -1,7 +1,11 @@
 //! Weights kept in an object store (`s3://...`), copied to the local cache so that every worker
 //! of a cluster can load the same file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use fruits_model::MobileNetV2;
 
 use fruits_store::{Location, S3Options};
 use futures::{StreamExt, TryStreamExt};
@@ -64,4 +68,54 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
         save(&target.join(name), &bytes)?;
     }
     Ok(target)
+}
+
+/// Which weights a plan's `featurize` uses: what the user gave (`None`: each process finds its
+/// own, see [`fruits_model::weights::locate`]) and how to reach S3 for `s3://` weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ModelSource {
+    /// A folder of `.npy` tensors or a Keras `.h5` file, local or `s3://`.
+    pub weights: Option<String>,
+    /// S3 settings for `s3://` weights.
+    pub s3: crate::plan::S3Settings,
+}
+
+impl ModelSource {
+    /// Loads the network (downloading `s3://` weights to the cache first).
+    pub async fn load(&self) -> Result<MobileNetV2, EngineError> {
+        let local = match &self.weights {
+            Some(w) => Some(local_weights(w, &self.s3.options()).await?),
+            None => None,
+        };
+        fruits_model::load(local.as_deref()).map_err(|e| EngineError::Weights(e.to_string()))
+    }
+
+    /// The network for this source, loaded once per process and shared by every task that
+    /// asks for it (callable from any thread, inside or outside an async runtime).
+    pub fn shared(&self) -> Result<Arc<MobileNetV2>, EngineError> {
+        static MODELS: OnceLock<Mutex<HashMap<ModelSource, Arc<MobileNetV2>>>> = OnceLock::new();
+        // Held while loading: concurrent tasks wait for the one load instead of repeating it.
+        let mut models = MODELS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(model) = models.get(self) {
+            return Ok(model.clone());
+        }
+        // A thread of its own with its own runtime: this may be called from async code.
+        let model = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| EngineError::Weights(format!("starting a runtime: {e}")))?;
+                rt.block_on(self.load())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(EngineError::Weights("loading panicked".into())))
+        })?;
+        let model = Arc::new(model);
+        models.insert(self.clone(), model.clone());
+        Ok(model)
+    }
 }

@@ -118,17 +118,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let cfg = ExtractConfig {
             input: a.input.clone(),
             output: dir.path().join("out").display().to_string(),
-            model: model.clone(),
+            weights: fruits_engine::ModelSource {
+                weights: a.weights.clone(),
+                s3: fruits_engine::plan::S3Settings::of(&s3),
+            },
+            model: Some(model.clone()),
             pca: PcaSpec::Fit(Components::Variance(0.95)),
             overwrite: false,
             batch_size: batch,
-            threads,
             s3: s3.clone(),
         };
         let progress = Arc::new(Progress::default());
+        let engine = fruits_engine::InProcess::new(threads);
         let summary = rt.block_on(crate::with_progress_bar(
             progress.clone(),
-            fruits_engine::extract(&cfg, progress),
+            fruits_engine::extract(&cfg, &engine, progress),
         ))?;
         Some(summary)
     };

@@ -1,6 +1,7 @@
 //! `fruits`: turn folders of fruit photos into ML-ready features (MobileNetV2 + PCA → Parquet).
 //!
-//! A thin command line over the library crates: `extract`, `project`, `bench`, `weights`.
+//! A thin command line over the library crates: `extract`, `project`, `bench`, `weights`, and
+//! the cluster processes `scheduler` and `executor`.
 
 mod bench;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fruits_engine::{ExtractConfig, PcaSpec, Progress, Summary};
+use fruits_engine::{Engine, ExtractConfig, PcaSpec, Progress, Summary};
 use fruits_pca::{Components, PcaModel};
 
 #[derive(Parser)]
@@ -33,6 +34,11 @@ enum Command {
     Project(ProjectArgs),
     /// Measure images/s per stage and peak memory on a folder of images.
     Bench(bench::BenchArgs),
+    /// Run a Ballista scheduler that knows the fruits plans (for `extract --cluster`).
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor that knows the fruits plans; it reads images and weights
+    /// directly from the store.
+    Executor(ExecutorArgs),
     /// Manage the model weights.
     Weights {
         #[command(subcommand)]
@@ -83,6 +89,49 @@ struct RunArgs {
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Run on a cluster (`df://HOST:PORT` of a `fruits scheduler`) instead of in-process.
+    /// The executors load the weights and reach the store with their own settings.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// On a cluster: images per task.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    images_per_task: u64,
+    /// On a cluster: seconds one job may take before it is abandoned and retried once.
+    #[arg(long, default_value_t = 6 * 3600)]
+    job_timeout: u64,
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    /// HOST:PORT to listen on.
+    #[arg(long, default_value = "0.0.0.0:50050")]
+    bind: String,
+    /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere.
+    #[arg(long, default_value_t = 60)]
+    executor_timeout: u64,
+}
+
+#[derive(Args)]
+struct ExecutorArgs {
+    /// The scheduler's HOST:PORT.
+    #[arg(long)]
+    scheduler: String,
+    /// HOST:PORT of the executor's Flight service; its gRPC service uses PORT+1
+    /// [default: free ports on 127.0.0.1].
+    #[arg(long)]
+    bind: Option<String>,
+    /// Host name other machines reach this executor at [default: the bind host].
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Tasks run at once (one core each) [default: the number of cores].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Where task results are kept [default: a temporary folder].
+    #[arg(long)]
+    work_dir: Option<String>,
+    /// Seconds between heartbeats to the scheduler.
+    #[arg(long, default_value_t = 10)]
+    heartbeat: u64,
 }
 
 /// S3 settings; each overrides its AWS_* environment variable.
@@ -184,6 +233,35 @@ fn run(cli: Cli) -> Result<()> {
             run_job(&a.run, PcaSpec::Apply(Arc::new(model)))
         }
         Command::Bench(a) => bench::run(a),
+        Command::Scheduler(a) => {
+            let rt = runtime(1)?;
+            let opts = fruits_cluster::SchedulerOptions {
+                bind: a.bind,
+                executor_timeout: Duration::from_secs(a.executor_timeout),
+            };
+            rt.block_on(fruits_cluster::run_scheduler(opts, |addr| {
+                println!("fruits scheduler {} listening on {addr}", fruits_cluster::codec::VERSION);
+            }))?;
+            Ok(())
+        }
+        Command::Executor(a) => {
+            let concurrency = default_threads(a.concurrency);
+            // Tasks run on Ballista's own pool of `concurrency` threads; this runtime serves
+            // the network.
+            let rt = runtime(1)?;
+            let opts = fruits_cluster::ExecutorOptions {
+                scheduler: a.scheduler,
+                bind: a.bind,
+                external_host: a.external_host,
+                concurrency,
+                work_dir: a.work_dir,
+                heartbeat: Duration::from_secs(a.heartbeat.max(1)),
+            };
+            rt.block_on(fruits_cluster::run_executor(opts, |id| {
+                println!("fruits executor {id} started, {concurrency} tasks at once");
+            }))?;
+            Ok(())
+        }
         Command::Weights {
             command: WeightsCommand::Fetch { url, force },
         } => {
@@ -254,21 +332,39 @@ async fn load_pca(uri: &str, s3: &fruits_store::S3Options) -> Result<PcaModel> {
 fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     let threads = default_threads(a.threads);
     let rt = runtime(threads)?;
-    let model = load_model(&rt, a.weights.as_deref(), &a.s3.options())?;
+    let s3 = a.s3.options();
+    let weights = fruits_engine::ModelSource {
+        weights: a.weights.clone(),
+        s3: fruits_engine::plan::S3Settings::of(&s3),
+    };
+    let (engine, model): (Box<dyn Engine>, _) = match &a.cluster {
+        // The executors load the weights; this process never needs them.
+        Some(url) => {
+            let cluster = rt
+                .block_on(fruits_cluster::Cluster::connect(url))?
+                .with_images_per_task(a.images_per_task as usize)
+                .with_job_timeout(Duration::from_secs(a.job_timeout.max(1)));
+            (Box::new(cluster), None)
+        }
+        None => (
+            Box::new(fruits_engine::InProcess::new(threads)),
+            Some(load_model(&rt, a.weights.as_deref(), &s3)?),
+        ),
+    };
     let cfg = ExtractConfig {
         input: a.input.clone(),
         output: a.output.clone(),
+        weights,
         model,
         pca,
         overwrite: a.overwrite,
         batch_size: a.batch_size as usize,
-        threads,
-        s3: a.s3.options(),
+        s3,
     };
     let progress = Arc::new(Progress::default());
     let summary = rt.block_on(with_progress_bar(
         progress.clone(),
-        fruits_engine::extract(&cfg, progress),
+        fruits_engine::extract(&cfg, engine.as_ref(), progress),
     ))?;
     print_summary(&summary);
     Ok(())
@@ -340,4 +436,10 @@ fn print_summary(s: &Summary) {
         s.seconds.project,
         s.seconds.commit
     );
+    if s.workers.len() > 1 || s.workers.keys().any(|w| w != "local") {
+        println!("ran on {}:", s.engine);
+        for (worker, images) in &s.workers {
+            println!("  {worker}: {images} images");
+        }
+    }
 }

@@ -1,0 +1,265 @@
+//! How fruits' plan nodes and functions travel between client, scheduler and executors.
+//!
+//! [`FruitsCodec`] wraps Ballista's own codec: fruits nodes and UDFs are encoded as a magic
+//! tag, the fruits version, a JSON header and an optional binary body; everything else goes to
+//! Ballista. A process that decodes a plan from another fruits version refuses it with one
+//! line naming both versions.
+
+use std::sync::Arc;
+
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use fruits_engine::plan::{FeatureReadExec, ImageReadExec, Store, StoreRef, WriteExec, WriteKind};
+use fruits_engine::udf::{Featurize, PcaProject};
+use fruits_engine::ModelSource;
+use fruits_pca::PcaModel;
+use serde::{Deserialize, Serialize};
+
+/// Marks a payload as fruits' (Ballista's protobuf messages never start with these bytes).
+const MAGIC: &[u8; 8] = b"\xffFRUITS\x01";
+
+/// This build's version, checked on every decode.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a payload holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "node")]
+enum Node {
+    ImageRead {
+        store: StoreRef,
+        batch_size: usize,
+    },
+    FeatureRead {
+        staging: StoreRef,
+    },
+    Write {
+        staging: StoreRef,
+        features: bool,
+    },
+    Featurize {
+        source: ModelSource,
+    },
+    /// The body holds the files of the fitted PCA, back to back, in `files` order.
+    PcaProject {
+        files: Vec<(String, usize)>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    fruits: String,
+    #[serde(flatten)]
+    node: Node,
+}
+
+fn encode(node: Node, body: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    encode_as(VERSION, node, body, buf)
+}
+
+fn encode_as(version: &str, node: Node, body: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    let header = serde_json::to_vec(&Header {
+        fruits: version.to_string(),
+        node,
+    })
+    .map_err(|e| DataFusionError::Internal(format!("encoding a fruits node: {e}")))?;
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&header);
+    buf.extend_from_slice(body);
+    Ok(())
+}
+
+/// `Some((node, body))` for a fruits payload, `None` for anything else.
+fn decode(buf: &[u8]) -> Result<Option<(Node, &[u8])>> {
+    let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) else {
+        return Ok(None);
+    };
+    let bad = || DataFusionError::Internal("a fruits plan node is truncated".into());
+    let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad())?;
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let (header, body) = rest.split_at(len);
+    // Check the version before the shape: another version may have another shape.
+    #[derive(Deserialize)]
+    struct Version {
+        fruits: String,
+    }
+    let version: Version = serde_json::from_slice(header)
+        .map_err(|e| DataFusionError::Internal(format!("a fruits plan node: {e}")))?;
+    if version.fruits != VERSION {
+        return Err(DataFusionError::Plan(format!(
+            "version mismatch: the plan comes from fruits {}, this process runs fruits {VERSION}",
+            version.fruits
+        )));
+    }
+    let header: Header = serde_json::from_slice(header)
+        .map_err(|e| DataFusionError::Internal(format!("a fruits plan node: {e}")))?;
+    Ok(Some((header.node, body)))
+}
+
+/// The physical codec of client, scheduler and executors: fruits' nodes and UDFs, then
+/// Ballista's.
+#[derive(Debug, Default)]
+pub struct FruitsCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for FruitsCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some((node, _)) = decode(buf)? else {
+            return self.ballista.try_decode(buf, inputs, ctx, converter);
+        };
+        let input = || {
+            inputs
+                .first()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal("a fruits node without input".into()))
+        };
+        Ok(match node {
+            Node::ImageRead { store, batch_size } => Arc::new(ImageReadExec::new(
+                input()?,
+                Store::open(store)?,
+                batch_size,
+            )),
+            Node::FeatureRead { staging } => {
+                Arc::new(FeatureReadExec::new(input()?, Store::open(staging)?))
+            }
+            Node::Write { staging, features } => Arc::new(WriteExec::new(
+                input()?,
+                Store::open(staging)?,
+                if features {
+                    WriteKind::Features
+                } else {
+                    WriteKind::Output
+                },
+                None,
+            )),
+            Node::Featurize { .. } | Node::PcaProject { .. } => {
+                return Err(DataFusionError::Internal(
+                    "a fruits function where a plan node was expected".into(),
+                ))
+            }
+        })
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(read) = node.downcast_ref::<ImageReadExec>() {
+            let node = Node::ImageRead {
+                store: read.store().clone(),
+                batch_size: read.batch_size(),
+            };
+            return encode(node, &[], buf);
+        }
+        if let Some(read) = node.downcast_ref::<FeatureReadExec>() {
+            let node = Node::FeatureRead {
+                staging: read.staging().clone(),
+            };
+            return encode(node, &[], buf);
+        }
+        if let Some(write) = node.downcast_ref::<WriteExec>() {
+            let node = Node::Write {
+                staging: write.staging().clone(),
+                features: write.kind() == WriteKind::Features,
+            };
+            return encode(node, &[], buf);
+        }
+        self.ballista.try_encode(node, buf, converter)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        match decode(buf)? {
+            Some((Node::Featurize { source }, _)) => Ok(Arc::new(Featurize::udf(source, None))),
+            Some((Node::PcaProject { files }, body)) => {
+                let mut offset = 0;
+                let mut parts = std::collections::HashMap::new();
+                for (file, len) in files {
+                    let bytes = body.get(offset..offset + len).ok_or_else(|| {
+                        DataFusionError::Internal("a fruits PCA is truncated".into())
+                    })?;
+                    offset += len;
+                    parts.insert(file, bytes.to_vec());
+                }
+                let model = PcaModel::from_files(|f| parts.get(f).cloned().ok_or("absent"))
+                    .map_err(|e| DataFusionError::Internal(format!("a fruits PCA: {e}")))?;
+                Ok(Arc::new(PcaProject::udf(Arc::new(model))))
+            }
+            Some(_) => Err(DataFusionError::Internal(format!(
+                "{name}: a fruits plan node where a function was expected"
+            ))),
+            None => self.ballista.try_decode_udf(name, buf),
+        }
+    }
+
+    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(f) = udf.inner().downcast_ref::<Featurize>() {
+            let node = Node::Featurize {
+                source: f.source().clone(),
+            };
+            return encode(node, &[], buf);
+        }
+        if let Some(p) = udf.inner().downcast_ref::<PcaProject>() {
+            let files = p.model().to_files();
+            let body: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+            let node = Node::PcaProject {
+                files: files
+                    .into_iter()
+                    .map(|(f, b)| (f.to_string(), b.len()))
+                    .collect(),
+            };
+            return encode(node, &body, buf);
+        }
+        self.ballista.try_encode_udf(udf, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_payloads_are_not_ours_and_other_versions_are_refused() {
+        assert!(decode(b"\x0a\x02hi").unwrap().is_none());
+        let mut buf = Vec::new();
+        encode(
+            Node::Write {
+                staging: StoreRef {
+                    uri: "file:///tmp/x".into(),
+                    s3: Default::default(),
+                },
+                features: true,
+            },
+            &[],
+            &mut buf,
+        )
+        .unwrap();
+        assert!(matches!(decode(&buf).unwrap(), Some((Node::Write { .. }, _))));
+        let mut other = Vec::new();
+        let node = Node::FeatureRead {
+            staging: StoreRef {
+                uri: "file:///tmp/x".into(),
+                s3: Default::default(),
+            },
+        };
+        encode_as("0.0.0-other", node, &[], &mut other).unwrap();
+        let err = decode(&other).unwrap_err().to_string();
+        assert!(err.contains("fruits 0.0.0-other") && err.contains(VERSION), "{err}");
+        assert!(decode(&buf[..12]).is_err());
+    }
+}

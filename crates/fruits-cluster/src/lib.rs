@@ -1,0 +1,321 @@
+//! fruits on an Apache DataFusion Ballista cluster.
+//!
+//! * [`codec`]: how fruits' plan nodes and functions travel (the stock Ballista binaries
+//!   cannot decode them; ours register [`codec::FruitsCodec`] everywhere).
+//! * [`run_scheduler`] and [`run_executor`]: Ballista's scheduler and executor with that codec,
+//!   round-robin task distribution and a bounded wait for lost executors.
+//! * [`Cluster`]: an [`Engine`](fruits_engine::Engine) that submits fruits' (map-only)
+//!   physical plans to a scheduler, bounded by a timeout and retried once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use fruits_engine::Engine;
+//! let cluster = fruits_cluster::Cluster::connect("df://127.0.0.1:50050").await?;
+//! println!("{}", cluster.describe());
+//! # Ok(()) }
+//! ```
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use ballista_core::config::{BallistaConfig, TaskSchedulingPolicy};
+use ballista_core::execution_plans::execute_physical_plan;
+use ballista_core::extension::SessionConfigExt;
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use fruits_engine::{Engine, EngineError};
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+
+pub mod codec;
+
+pub use codec::FruitsCodec;
+
+/// Why a cluster process could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// An address that does not parse or resolve.
+    #[error("invalid address {addr}: {message}")]
+    Address {
+        /// What was given.
+        addr: String,
+        /// Why it is wrong.
+        message: String,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The scheduler cannot be reached.
+    #[error("cannot reach the scheduler at {url}: {message}")]
+    Unreachable {
+        /// `df://host:port`.
+        url: String,
+        /// The cause.
+        message: String,
+    },
+    /// Ballista failed.
+    #[error("ballista: {0}")]
+    Ballista(#[from] ballista_core::error::BallistaError),
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, ClusterError> {
+    let bad = |message: String| ClusterError::Address {
+        addr: addr.to_string(),
+        message,
+    };
+    addr.to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to nothing".into()))
+}
+
+/// Settings of `fruits scheduler`.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// `HOST:PORT` to listen on (port 0: any free port).
+    pub bind: String,
+    /// An executor silent this long is lost: its tasks run again elsewhere.
+    pub executor_timeout: Duration,
+}
+
+/// Runs a scheduler until the process ends; `ready` gets the address it listens on.
+pub async fn run_scheduler(
+    opts: SchedulerOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ClusterError> {
+    let addr = resolve(&opts.bind)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ClusterError::Bind {
+            addr: opts.bind.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ClusterError::Bind {
+        addr: opts.bind.clone(),
+        source,
+    })?;
+    let timeout = opts.executor_timeout.as_secs().max(1);
+    let config = SchedulerConfig {
+        bind_host: local.ip().to_string(),
+        bind_port: local.port(),
+        external_host: local.ip().to_string(),
+        scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        task_distribution: TaskDistributionPolicy::RoundRobin,
+        executor_timeout_seconds: timeout,
+        expire_dead_executor_interval_seconds: (timeout / 3).clamp(1, 15),
+        no_executors_grace_period_seconds: timeout,
+        override_physical_codec: Some(Arc::new(FruitsCodec::default())),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await?;
+    let scheduler =
+        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
+    ready(local);
+    start_grpc_service_with_listener(listener, scheduler).await?;
+    Ok(())
+}
+
+/// Settings of `fruits executor`.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler's `HOST:PORT`.
+    pub scheduler: String,
+    /// `HOST:PORT` of the executor's Flight service (its gRPC service takes the next port);
+    /// `None`: free ports on 127.0.0.1.
+    pub bind: Option<String>,
+    /// Host other processes reach this executor at [default: the bind host].
+    pub external_host: Option<String>,
+    /// Tasks run at once (each runs the model on one core).
+    pub concurrency: usize,
+    /// Where Ballista keeps task results.
+    pub work_dir: Option<String>,
+    /// Heartbeat period (the scheduler's executor timeout must be several of these).
+    pub heartbeat: Duration,
+}
+
+/// A free TCP port on `host` (the OS picks it; it is released before use).
+fn free_port(host: &str) -> Result<u16, ClusterError> {
+    let addr = format!("{host}:0");
+    std::net::TcpListener::bind(&addr)
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| ClusterError::Bind { addr, source })
+}
+
+/// The id an executor with these options registers under: `host:flight-port`, plus the
+/// process id so that a restarted executor is a new one.
+fn executor_id(host: &str, port: u16) -> String {
+    format!("{host}:{port}/{}", std::process::id())
+}
+
+/// Runs an executor until the process ends or is told to stop; `ready` gets its id.
+pub async fn run_executor(
+    opts: ExecutorOptions,
+    ready: impl FnOnce(&str),
+) -> Result<(), ClusterError> {
+    let scheduler = resolve(&opts.scheduler)?;
+    let (host, port, grpc_port) = match &opts.bind {
+        Some(bind) => {
+            let addr = resolve(bind)?;
+            let grpc = addr.port().checked_add(1).ok_or_else(|| ClusterError::Address {
+                addr: bind.clone(),
+                message: "no port after it for the gRPC service".into(),
+            })?;
+            (addr.ip().to_string(), addr.port(), grpc)
+        }
+        None => ("127.0.0.1".to_string(), free_port("127.0.0.1")?, free_port("127.0.0.1")?),
+    };
+    let id = executor_id(opts.external_host.as_deref().unwrap_or(&host), port);
+    fruits_engine::plan::set_worker_name(id.clone());
+    let config = ExecutorProcessConfig {
+        executor_id: id.clone(),
+        bind_host: host.clone(),
+        external_host: opts.external_host.clone().or(Some(host)),
+        port,
+        grpc_port,
+        scheduler_host: scheduler.ip().to_string(),
+        scheduler_port: scheduler.port(),
+        scheduler_connect_timeout_seconds: 30,
+        vcores: opts.concurrency.max(1),
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        work_dir: opts.work_dir.clone(),
+        executor_heartbeat_interval_seconds: opts.heartbeat.as_secs().max(1),
+        override_physical_codec: Some(Arc::new(FruitsCodec::default())),
+        ..ExecutorProcessConfig::default()
+    };
+    ready(&id);
+    start_executor_process(Arc::new(config)).await?;
+    Ok(())
+}
+
+/// An [`Engine`] that runs plans on a Ballista cluster through its scheduler.
+///
+/// Every plan fruits sends is map-only, so a job is idempotent: a job that fails or exceeds
+/// its timeout is submitted once more before the run gives up.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    url: String,
+    scheduler: SocketAddr,
+    images_per_task: usize,
+    job_timeout: Duration,
+    attempts: usize,
+}
+
+impl Cluster {
+    /// Checks that the scheduler at `df://HOST:PORT` (or `HOST:PORT`) answers.
+    pub async fn connect(url: &str) -> Result<Cluster, ClusterError> {
+        let hostport = url.strip_prefix("df://").unwrap_or(url);
+        let unreachable = |message: String| ClusterError::Unreachable {
+            url: format!("df://{hostport}"),
+            message,
+        };
+        let scheduler = resolve(hostport).map_err(|e| unreachable(e.to_string()))?;
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(scheduler),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("no answer in 10 s".into())),
+        }
+        Ok(Cluster {
+            url: format!("df://{hostport}"),
+            scheduler,
+            images_per_task: 512,
+            job_timeout: Duration::from_secs(6 * 3600),
+            attempts: 2,
+        })
+    }
+
+    /// Images per task (smaller: better balance and less to redo when an executor is lost).
+    pub fn with_images_per_task(mut self, n: usize) -> Cluster {
+        self.images_per_task = n.max(1);
+        self
+    }
+
+    /// The longest one job may take before it is abandoned (and retried once).
+    pub fn with_job_timeout(mut self, timeout: Duration) -> Cluster {
+        self.job_timeout = timeout;
+        self
+    }
+
+    async fn run_once(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>, EngineError> {
+        let codec = FruitsCodec::default();
+        let session_id = format!("fruits-{}", std::process::id());
+        let stream = execute_physical_plan::<PhysicalPlanNode>(
+            format!("http://{}", self.scheduler),
+            &BallistaConfig::default(),
+            plan,
+            &codec,
+            session_id,
+            SessionConfig::new_with_ballista(),
+        )
+        .await?;
+        Ok(stream.try_collect().await?)
+    }
+}
+
+/// One line for a failed job, naming the likely cause where it is known.
+fn explain(url: &str, e: &EngineError) -> (String, bool) {
+    let text = e.to_string().replace('\n', " ");
+    if text.contains("version mismatch") {
+        return (text, false);
+    }
+    if text.contains("BallistaPhysicalPlanNode") || text.contains("is not provided for scalar") {
+        return (
+            format!(
+                "the cluster at {url} does not know the fruits plan nodes and functions: \
+                 run it with `fruits scheduler` and `fruits executor` ({text})"
+            ),
+            false,
+        );
+    }
+    (text, true)
+}
+
+impl Engine for Cluster {
+    fn partitions(&self, images: usize) -> usize {
+        images.div_ceil(self.images_per_task).max(1)
+    }
+
+    fn run(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>> {
+        Box::pin(async move {
+            let mut last = String::new();
+            for attempt in 1..=self.attempts {
+                let outcome = tokio::time::timeout(self.job_timeout, self.run_once(plan.clone()));
+                let (message, retry) = match outcome.await {
+                    Ok(Ok(batches)) => return Ok(batches),
+                    Ok(Err(e)) => explain(&self.url, &e),
+                    Err(_) => (format!("no result within {:?}", self.job_timeout), true),
+                };
+                tracing::warn!(attempt, error = %message, "cluster job failed");
+                last = message;
+                if !retry {
+                    break;
+                }
+            }
+            Err(EngineError::Cluster(last))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("cluster {}", self.url)
+    }
+}

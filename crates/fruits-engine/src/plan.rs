@@ -1,0 +1,936 @@
+//! The physical plans of a run and the nodes they are made of.
+//!
+//! Both plans are map-only (no exchange), so any engine can run them partition by partition
+//! and re-run a lost partition without harm: every task writes objects whose names depend only
+//! on its partition number, and reports what it wrote as one row ([`TaskReport`]).
+//!
+//! * featurize: [`ImageScanExec`] → `featurize(content)` → [`FeatureWriteExec`]
+//!   (staged features + PCA partial sums per partition).
+//! * project: [`FeatureScanExec`] → `pca_project(features)` → [`ProjectWriteExec`]
+//!   (the final Parquet parts).
+//!
+//! Every node names its store by a [`StoreRef`] (URI + non-secret S3 settings), so that a plan
+//! can be sent to another process that opens the store with its own credentials.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array,
+    UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::col;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use fruits_model::FEATURES;
+use fruits_pca::PartialSums;
+use fruits_store::{Location, S3Options};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::extract::{Progress, Skipped};
+use crate::sink::PartWriter;
+use crate::udf::float_list;
+
+/// Objects read concurrently per partition (keeps an S3 pipe full; bounds memory).
+const READ_AHEAD: usize = 16;
+
+/// Staged features, below the staging location; removed before publishing.
+pub const FEATURES_DIR: &str = "_features";
+/// Staged PCA partial sums, one file per partition; removed before publishing.
+pub const SUMS_DIR: &str = "_sums";
+
+/// The non-secret S3 settings a plan carries to other processes (credentials never travel:
+/// each process takes its own from its environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct S3Settings {
+    /// S3-compatible endpoint.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Profile of the shared AWS files.
+    pub profile: Option<String>,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: bool,
+}
+
+impl S3Settings {
+    /// The settings of `options`, without its credentials.
+    pub fn of(options: &S3Options) -> S3Settings {
+        S3Settings {
+            endpoint: options.endpoint.clone(),
+            region: options.region.clone(),
+            profile: options.profile.clone(),
+            allow_http: options.allow_http,
+        }
+    }
+
+    /// As store options (credentials from the environment).
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            allow_http: self.allow_http,
+            credentials: None,
+        }
+    }
+}
+
+/// A store location as a plan names it: its URI and S3 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoreRef {
+    /// `file:///...` or `s3://bucket/prefix`.
+    pub uri: String,
+    /// How to reach S3.
+    pub s3: S3Settings,
+}
+
+impl StoreRef {
+    /// Opens the location with this process's credentials.
+    pub fn open(&self) -> Result<Location> {
+        Location::parse_with(&self.uri, &self.s3.options()).map_err(external)
+    }
+}
+
+/// An already opened location and how to name it to another process.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// How a plan names it.
+    pub reference: StoreRef,
+    /// The open store.
+    pub location: Location,
+}
+
+impl Store {
+    /// `location`, opened with `options` (kept for this process; only its settings travel).
+    pub fn new(location: Location, options: &S3Options) -> Store {
+        Store {
+            reference: StoreRef {
+                uri: location.uri(),
+                s3: S3Settings::of(options),
+            },
+            location,
+        }
+    }
+
+    /// Opens `reference` (in a process that received a plan).
+    pub fn open(reference: StoreRef) -> Result<Store> {
+        let location = reference.open()?;
+        Ok(Store {
+            reference,
+            location,
+        })
+    }
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The name this process reports in [`TaskReport::worker`] (`local` unless set).
+pub fn worker_name() -> String {
+    WORKER.get().cloned().unwrap_or_else(|| "local".to_string())
+}
+
+/// Sets [`worker_name`] once, at process start (executors name themselves).
+pub fn set_worker_name(name: impl Into<String>) {
+    let _ = WORKER.set(name.into());
+}
+
+static WORKER: OnceLock<String> = OnceLock::new();
+
+/// A small runtime of its own for reads: the threads that run partitions are busy with the
+/// model, and reads must keep flowing meanwhile (S3 latency would stall them otherwise).
+fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static IO: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fruits-io")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| DataFusionError::Execution(format!("starting the I/O runtime: {e}")))
+}
+
+fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions.max(1)),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// Schema of the image source: `path`, `label`, `content` (null where the read failed) and
+/// `read_error` (why).
+pub fn source_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, false),
+        Field::new("content", DataType::Binary, true),
+        Field::new("read_error", DataType::Utf8, true),
+    ]))
+}
+
+/// Schema of the staged features: `path`, `label`, `features`.
+pub fn features_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, false),
+        Field::new("features", float_list(), false),
+    ]))
+}
+
+/// Schema of the result: the staged features plus `features_pca`.
+pub fn output_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = features_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("features_pca", float_list(), false));
+    Arc::new(Schema::new(fields))
+}
+
+/// One image of the source: its object path in the store and its label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanImage {
+    /// Object path inside the store.
+    pub path: String,
+    /// The parent folder's name.
+    pub label: String,
+}
+
+/// The schema of a work list: which partition each row belongs to, and what to read.
+fn work_schema(names: [&str; 2]) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::UInt32, false),
+        Field::new(names[0], DataType::Utf8, false),
+        Field::new(names[1], DataType::Utf8, false),
+    ]))
+}
+
+/// A work list as an in-memory table, one partition per entry of `partitions`, each row
+/// carrying its partition number. Cluster schedulers know how to hand each task only its own
+/// partitions of such a table; the number in the rows names the task's output wherever it
+/// runs.
+fn work_list(names: [&str; 2], partitions: &[Vec<(String, String)>]) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = work_schema(names);
+    let batches = partitions
+        .iter()
+        .enumerate()
+        .map(|(p, rows)| {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![p as u32; rows.len()])) as ArrayRef,
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+                ],
+            )?;
+            Ok(vec![batch])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&batches, schema, None)?)
+}
+
+/// The images to featurise: `(partition, path, label)` rows, one partition per entry.
+pub fn image_list(partitions: &[Vec<ScanImage>]) -> Result<Arc<dyn ExecutionPlan>> {
+    let rows: Vec<Vec<(String, String)>> = partitions
+        .iter()
+        .map(|p| p.iter().map(|i| (i.path.clone(), i.label.clone())).collect())
+        .collect();
+    work_list(["path", "label"], &rows)
+}
+
+/// The staged parts to project: `(partition, part, part)` rows, one partition per
+/// `(partition, part name)`.
+pub fn part_list(parts: &[(usize, String)]) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = work_schema(["part", "unused"]);
+    let batches = parts
+        .iter()
+        .map(|(p, name)| {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![*p as u32])) as ArrayRef,
+                    Arc::new(StringArray::from(vec![name.as_str()])),
+                    Arc::new(StringArray::from(vec![""])),
+                ],
+            )?;
+            Ok(vec![batch])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&batches, schema, None)?)
+}
+
+/// Reads the images its input lists (`partition`, `path`, `label`) as bytes, `batch_size`
+/// rows per batch: `partition`, `path` (the image's URI), `label`, `content` (null where the
+/// read failed) and `read_error` (why).
+#[derive(Debug)]
+pub struct ImageReadExec {
+    input: Arc<dyn ExecutionPlan>,
+    store: Store,
+    batch_size: usize,
+    props: Arc<PlanProperties>,
+}
+
+impl ImageReadExec {
+    /// Reads from `store` what `input` ([`image_list`]) names.
+    pub fn new(input: Arc<dyn ExecutionPlan>, store: Store, batch_size: usize) -> Self {
+        let props = properties(
+            image_schema(),
+            input.properties().output_partitioning().partition_count(),
+        );
+        ImageReadExec {
+            input,
+            store,
+            batch_size: batch_size.max(1),
+            props,
+        }
+    }
+
+    /// Where the images are.
+    pub fn store(&self) -> &StoreRef {
+        &self.store.reference
+    }
+
+    /// Rows per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// Schema of [`ImageReadExec`]'s output.
+pub fn image_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::UInt32, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, false),
+        Field::new("content", DataType::Binary, true),
+        Field::new("read_error", DataType::Utf8, true),
+    ]))
+}
+
+impl DisplayAs for ImageReadExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ImageReadExec: from {}", self.store.reference.uri)
+    }
+}
+
+/// Implements the parts of [`ExecutionPlan`] every unary fruits node shares.
+macro_rules! unary_node {
+    ($name:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+        fn properties(&self) -> &Arc<PlanProperties> {
+            &self.props
+        }
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            vec![&self.input]
+        }
+        fn apply_expressions(
+            &self,
+            _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        ) -> Result<TreeNodeRecursion> {
+            Ok(TreeNodeRecursion::Continue)
+        }
+        fn maintains_input_order(&self) -> Vec<bool> {
+            vec![true]
+        }
+    };
+}
+
+fn only_child(children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    let [input] = <[_; 1]>::try_from(children)
+        .map_err(|_| DataFusionError::Internal("a fruits node has one input".into()))?;
+    Ok(input)
+}
+
+impl ExecutionPlan for ImageReadExec {
+    unary_node!("ImageReadExec");
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(ImageReadExec::new(
+            only_child(children)?,
+            self.store.clone(),
+            self.batch_size,
+        )))
+    }
+
+    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        tracing::debug!(partition, "image read");
+        let location = self.store.location.clone();
+        let schema = image_schema();
+        let batch_size = self.batch_size;
+        // One (partition, path, label) per image, in order.
+        let rows = self
+            .input
+            .execute(partition, ctx)?
+            .map_ok(|batch| {
+                let p = batch.column(0).as_primitive::<arrow::datatypes::UInt32Type>().clone();
+                let path = batch.column(1).as_string::<i32>().clone();
+                let label = batch.column(2).as_string::<i32>().clone();
+                futures::stream::iter((0..batch.num_rows()).map(move |i| {
+                    Ok::<_, DataFusionError>((
+                        p.value(i),
+                        path.value(i).to_string(),
+                        label.value(i).to_string(),
+                    ))
+                }))
+            })
+            .try_flatten();
+        let reads = rows
+            .map(move |row| {
+                let location = location.clone();
+                async move {
+                    let (p, path, label) = row?;
+                    let path = object_store::path::Path::from(path.as_str());
+                    let bytes = location.get(&path).await;
+                    Ok::<_, DataFusionError>((p, location.uri_of(&path), label, bytes))
+                }
+            })
+            .buffered(READ_AHEAD)
+            .chunks(batch_size);
+        let batch_schema = schema.clone();
+        let batches = reads.map(move |rows| -> Result<RecordBatch> {
+            let mut part = Vec::with_capacity(rows.len());
+            let mut path = StringBuilder::new();
+            let mut label = StringBuilder::new();
+            let mut content = BinaryBuilder::new();
+            let mut error = StringBuilder::new();
+            for row in rows {
+                let (p, uri, lab, bytes) = row?;
+                part.push(p);
+                path.append_value(&uri);
+                label.append_value(&lab);
+                match bytes {
+                    Ok(b) => {
+                        content.append_value(&b);
+                        error.append_null();
+                    }
+                    Err(e) => {
+                        content.append_null();
+                        error.append_value(format!("read failed: {e}"));
+                    }
+                }
+            }
+            Ok(RecordBatch::try_new(
+                batch_schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(part)),
+                    Arc::new(path.finish()),
+                    Arc::new(label.finish()),
+                    Arc::new(content.finish()),
+                    Arc::new(error.finish()),
+                ],
+            )?)
+        });
+        // Produce on the I/O runtime, two batches ahead; stops when the consumer goes away.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let producer = io_runtime()?.spawn(async move {
+            let mut batches = std::pin::pin!(batches);
+            while let Some(batch) = batches.next().await {
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let guard = AbortOnDrop(producer);
+        let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            rx.recv().await.map(|b| (b, (rx, guard)))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Aborts a spawned task when the stream that consumes it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads back the staged feature parts its input lists ([`part_list`]): `partition`,
+/// `path`, `label`, `features`.
+#[derive(Debug)]
+pub struct FeatureReadExec {
+    input: Arc<dyn ExecutionPlan>,
+    staging: Store,
+    props: Arc<PlanProperties>,
+}
+
+/// Schema of [`FeatureReadExec`]'s output.
+pub fn staged_schema() -> SchemaRef {
+    let mut fields = vec![Field::new("partition", DataType::UInt32, false)];
+    fields.extend(features_schema().fields().iter().map(|f| f.as_ref().clone()));
+    Arc::new(Schema::new(fields))
+}
+
+impl FeatureReadExec {
+    /// Reads below `staging` the parts `input` names.
+    pub fn new(input: Arc<dyn ExecutionPlan>, staging: Store) -> Self {
+        let props = properties(
+            staged_schema(),
+            input.properties().output_partitioning().partition_count(),
+        );
+        FeatureReadExec {
+            input,
+            staging,
+            props,
+        }
+    }
+
+    /// The staging location.
+    pub fn staging(&self) -> &StoreRef {
+        &self.staging.reference
+    }
+}
+
+impl DisplayAs for FeatureReadExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FeatureReadExec: from {}", self.staging.reference.uri)
+    }
+}
+
+impl ExecutionPlan for FeatureReadExec {
+    unary_node!("FeatureReadExec");
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(FeatureReadExec::new(
+            only_child(children)?,
+            self.staging.clone(),
+        )))
+    }
+
+    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let location = self.staging.location.clone();
+        let parts = self
+            .input
+            .execute(partition, ctx)?
+            .map_ok(|batch| {
+                let p = batch.column(0).as_primitive::<arrow::datatypes::UInt32Type>().clone();
+                let part = batch.column(1).as_string::<i32>().clone();
+                futures::stream::iter(
+                    (0..batch.num_rows())
+                        .map(move |i| Ok::<_, DataFusionError>((p.value(i), part.value(i).to_string()))),
+                )
+            })
+            .try_flatten();
+        let stream = parts
+            .map_ok(move |(p, rel)| read_part(location.clone(), p, rel))
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(staged_schema(), stream)))
+    }
+}
+
+/// The rows of one staged part, with the partition number in front.
+fn read_part(
+    location: Location,
+    p: u32,
+    rel: String,
+) -> impl futures::Stream<Item = Result<RecordBatch>> {
+    // Streams the part (its row groups are small); deprecated in parquet 59 in favour of
+    // hand-written readers, still the reference object_store reader.
+    #[allow(deprecated)]
+    let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+        location.store().clone(),
+        location.child(&rel),
+    );
+    let uri = location.uri_of(&location.child(&rel));
+    futures::stream::once(async move {
+        parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .and_then(|b| b.build())
+            .map(|s| s.map_err(|e| DataFusionError::External(Box::new(e))))
+            .map_err(|e| DataFusionError::Execution(format!("reading {uri}: {e}")))
+    })
+    .try_flatten()
+    .map(move |batch| {
+        let batch = batch?;
+        let mut columns = vec![Arc::new(UInt32Array::from(vec![p; batch.num_rows()])) as ArrayRef];
+        columns.extend(batch.columns().iter().cloned());
+        Ok(RecordBatch::try_new(staged_schema(), columns)?)
+    })
+}
+
+/// Schema of the one row each write task returns (see [`TaskReport`]).
+pub fn report_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("images", DataType::UInt64, false),
+        Field::new("skipped", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("worker", DataType::Utf8, false),
+    ]))
+}
+
+/// What one write task did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    /// Its partition.
+    pub partition: usize,
+    /// Rows it wrote.
+    pub rows: u64,
+    /// Images it was given.
+    pub images: u64,
+    /// Images it set aside, and why.
+    pub skipped: Vec<Skipped>,
+    /// Distinct labels among its rows.
+    pub labels: Vec<String>,
+    /// The process that ran it ([`worker_name`]).
+    pub worker: String,
+}
+
+impl TaskReport {
+    fn to_batch(&self) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            report_schema(),
+            vec![
+                Arc::new(UInt32Array::from(vec![self.partition as u32])) as ArrayRef,
+                Arc::new(UInt64Array::from(vec![self.rows])),
+                Arc::new(UInt64Array::from(vec![self.images])),
+                Arc::new(StringArray::from(vec![to_json(&self.skipped)])),
+                Arc::new(StringArray::from(vec![to_json(&self.labels)])),
+                Arc::new(StringArray::from(vec![self.worker.clone()])),
+            ],
+        )?)
+    }
+
+    /// The reports in `batches` (rows of [`report_schema`]).
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<Vec<TaskReport>> {
+        let bad = |what: &str| DataFusionError::Internal(format!("task report: bad {what}"));
+        let mut out = Vec::new();
+        for b in batches {
+            if b.num_columns() != 6 {
+                return Err(bad("shape"));
+            }
+            let partition = b.column(0).as_primitive_opt::<arrow::datatypes::UInt32Type>();
+            let rows = b.column(1).as_primitive_opt::<arrow::datatypes::UInt64Type>();
+            let images = b.column(2).as_primitive_opt::<arrow::datatypes::UInt64Type>();
+            let (Some(partition), Some(rows), Some(images)) = (partition, rows, images) else {
+                return Err(bad("counts"));
+            };
+            let text = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| bad("text"));
+            let (skipped, labels, worker) = (text(3)?, text(4)?, text(5)?);
+            for i in 0..b.num_rows() {
+                out.push(TaskReport {
+                    partition: partition.value(i) as usize,
+                    rows: rows.value(i),
+                    images: images.value(i),
+                    skipped: serde_json::from_str(skipped.value(i))
+                        .map_err(|_| bad("skipped list"))?,
+                    labels: serde_json::from_str(labels.value(i))
+                        .map_err(|_| bad("label list"))?,
+                    worker: worker.value(i).to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Which write a [`WriteExec`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Featurised rows (`path`, `label`, `read_error`, `f`) → staged features without the
+    /// skipped images, and the partition's PCA partial sums.
+    Features,
+    /// Projected rows (`path`, `label`, `features`, `features_pca`) → a final part.
+    Output,
+}
+
+/// Writes each input partition to the staging location and returns one [`TaskReport`] row.
+/// Its object names depend only on the partition, so a re-run task overwrites, never adds.
+#[derive(Debug)]
+pub struct WriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    staging: Store,
+    kind: WriteKind,
+    progress: Option<Arc<Progress>>,
+    props: Arc<PlanProperties>,
+}
+
+impl WriteExec {
+    /// Writes `input` below `staging`; `progress` (in-process only) counts images as they go.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        staging: Store,
+        kind: WriteKind,
+        progress: Option<Arc<Progress>>,
+    ) -> Self {
+        let props = properties(
+            report_schema(),
+            input.properties().output_partitioning().partition_count(),
+        );
+        WriteExec {
+            input,
+            staging,
+            kind,
+            progress,
+            props,
+        }
+    }
+
+    /// The staging location.
+    pub fn staging(&self) -> &StoreRef {
+        &self.staging.reference
+    }
+
+    /// What it writes.
+    pub fn kind(&self) -> WriteKind {
+        self.kind
+    }
+
+    /// Its input.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+}
+
+/// Name of partition `p`'s part below `dir` ("" for the output's top level).
+pub fn part_name(dir: &str, p: usize) -> String {
+    if dir.is_empty() {
+        format!("part-{p:05}.parquet")
+    } else {
+        format!("{dir}/part-{p:05}.parquet")
+    }
+}
+
+/// Name of partition `p`'s PCA partial sums.
+pub fn sums_name(p: usize) -> String {
+    format!("{SUMS_DIR}/part-{p:05}.sums")
+}
+
+impl DisplayAs for WriteExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WriteExec: {:?} to {}", self.kind, self.staging.reference.uri)
+    }
+}
+
+impl ExecutionPlan for WriteExec {
+    unary_node!("WriteExec");
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(WriteExec::new(
+            only_child(children)?,
+            self.staging.clone(),
+            self.kind,
+            self.progress.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        tracing::debug!(partition, kind = ?self.kind, "write");
+        let input = self.input.execute(partition, ctx)?;
+        let staged = self.staging.location.clone();
+        let progress = self.progress.clone();
+        let kind = self.kind;
+        let report = futures::stream::once(async move {
+            let (p, input) = first_partition(input).await?;
+            let report = match kind {
+                WriteKind::Features => write_features(p, input, &staged, progress.as_deref()).await,
+                WriteKind::Output => write_output(p, input, &staged).await,
+            }
+            .map_err(|e| DataFusionError::Execution(format!("partition {p}: {e}")))?;
+            report.to_batch()
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            report_schema(),
+            report,
+        )))
+    }
+}
+
+/// The partition number the rows of `input` carry in their first column (every partition of
+/// a fruits plan has rows), and `input` with nothing consumed.
+async fn first_partition(
+    mut input: SendableRecordBatchStream,
+) -> Result<(usize, SendableRecordBatchStream)> {
+    let mut seen = Vec::new();
+    let p = loop {
+        let Some(batch) = input.next().await else {
+            return Err(DataFusionError::Internal("a fruits task received no rows".into()));
+        };
+        let batch = batch?;
+        if batch.num_rows() > 0 {
+            let column = batch.column(0).as_primitive_opt::<arrow::datatypes::UInt32Type>();
+            let p = column
+                .ok_or_else(|| DataFusionError::Internal("rows without a partition".into()))?
+                .value(0);
+            seen.push(Ok(batch));
+            break p as usize;
+        }
+    };
+    let schema = input.schema();
+    let rest = futures::stream::iter(seen).chain(input);
+    Ok((p, Box::pin(RecordBatchStreamAdapter::new(schema, rest))))
+}
+
+/// Featurised rows to a staged part, the partition's PCA partial sums beside it.
+async fn write_features(
+    p: usize,
+    mut stream: SendableRecordBatchStream,
+    staged: &Location,
+    progress: Option<&Progress>,
+) -> std::result::Result<TaskReport, crate::EngineError> {
+    let mut writer = PartWriter::create(staged, &part_name(FEATURES_DIR, p), features_schema())?;
+    let mut sums = PartialSums::new(FEATURES);
+    let mut skipped = Vec::new();
+    let mut labels = std::collections::BTreeSet::new();
+    let mut images = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let path = batch.column(1).as_string::<i32>();
+        let label = batch.column(2).as_string::<i32>();
+        let read_error = batch.column(3).as_string::<i32>();
+        let f = batch.column(4).as_struct();
+        let features = f.column(0).as_list::<i32>();
+        let error = f.column(1).as_string::<i32>();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let ok = features.is_valid(i);
+            keep.push(ok);
+            if ok {
+                labels.insert(label.value(i).to_string());
+            } else {
+                let why = if read_error.is_valid(i) {
+                    read_error.value(i)
+                } else if error.is_valid(i) {
+                    error.value(i)
+                } else {
+                    "no content"
+                };
+                tracing::warn!(path = path.value(i), error = why, "skipped image");
+                skipped.push(Skipped {
+                    path: path.value(i).to_string(),
+                    error: why.to_string(),
+                });
+            }
+        }
+        let mask = arrow::array::BooleanArray::from(keep);
+        let good = |a: &ArrayRef| arrow::compute::filter(a.as_ref(), &mask);
+        let features_kept = good(f.column(0))?;
+        let rows = RecordBatch::try_new(
+            features_schema(),
+            vec![
+                good(batch.column(1))?,
+                good(batch.column(2))?,
+                features_kept.clone(),
+            ],
+        )?;
+        let lists = features_kept.as_list::<i32>();
+        let offsets = lists.value_offsets();
+        let (from, to) = (offsets[0] as usize, offsets[lists.len()] as usize);
+        let values = lists
+            .values()
+            .as_primitive::<arrow::datatypes::Float32Type>();
+        sums.add_rows(&values.values()[from..to]);
+        writer.write(&rows).await?;
+        images += batch.num_rows() as u64;
+        if let Some(progress) = progress {
+            progress
+                .done
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            progress.skipped.fetch_add(
+                (batch.num_rows() - rows.num_rows()) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+    let rows = writer.close().await?;
+    staged.put_rel(&sums_name(p), sums.to_bytes()).await?;
+    Ok(TaskReport {
+        partition: p,
+        rows,
+        images,
+        skipped,
+        labels: labels.into_iter().collect(),
+        worker: worker_name(),
+    })
+}
+
+/// Projected rows to a final part.
+async fn write_output(
+    p: usize,
+    mut stream: SendableRecordBatchStream,
+    staged: &Location,
+) -> std::result::Result<TaskReport, crate::EngineError> {
+    let mut writer = PartWriter::create(staged, &part_name("", p), output_schema())?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        // The columns after `partition`, declared non-null as they are.
+        let batch = RecordBatch::try_new(output_schema(), batch.columns()[1..].to_vec())?;
+        writer.write(&batch).await?;
+    }
+    let rows = writer.close().await?;
+    Ok(TaskReport {
+        partition: p,
+        rows,
+        images: rows,
+        skipped: Vec::new(),
+        labels: Vec::new(),
+        worker: worker_name(),
+    })
+}
+
+/// `input` with the columns `keep` passed through and `udf(arg)` added as `alias`.
+pub fn with_udf_column(
+    input: Arc<dyn ExecutionPlan>,
+    keep: &[&str],
+    udf: ScalarUDF,
+    arg: &str,
+    alias: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = input.schema();
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
+    for name in keep {
+        exprs.push((col(name, &schema)?, name.to_string()));
+    }
+    let call = ScalarFunctionExpr::try_new(
+        Arc::new(udf),
+        vec![col(arg, &schema)?],
+        &schema,
+        Arc::new(ConfigOptions::default()),
+    )?;
+    exprs.push((Arc::new(call), alias.to_string()));
+    Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+}
