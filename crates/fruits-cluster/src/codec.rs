@@ -249,7 +249,10 @@ mod tests {
             &mut buf,
         )
         .unwrap();
-        assert!(matches!(decode(&buf).unwrap(), Some((Node::Write { .. }, _))));
+        assert!(matches!(
+            decode(&buf).unwrap(),
+            Some((Node::Write { .. }, _))
+        ));
         let mut other = Vec::new();
         let node = Node::FeatureRead {
             staging: StoreRef {
@@ -259,7 +262,10 @@ mod tests {
         };
         encode_as("0.0.0-other", node, &[], &mut other).unwrap();
         let err = decode(&other).unwrap_err().to_string();
-        assert!(err.contains("fruits 0.0.0-other") && err.contains(VERSION), "{err}");
+        assert!(
+            err.contains("fruits 0.0.0-other") && err.contains(VERSION),
+            "{err}"
+        );
         assert!(decode(&buf[..12]).is_err());
     }
 }

@@ -169,13 +169,20 @@ pub async fn run_executor(
     let (host, port, grpc_port) = match &opts.bind {
         Some(bind) => {
             let addr = resolve(bind)?;
-            let grpc = addr.port().checked_add(1).ok_or_else(|| ClusterError::Address {
-                addr: bind.clone(),
-                message: "no port after it for the gRPC service".into(),
-            })?;
+            let grpc = addr
+                .port()
+                .checked_add(1)
+                .ok_or_else(|| ClusterError::Address {
+                    addr: bind.clone(),
+                    message: "no port after it for the gRPC service".into(),
+                })?;
             (addr.ip().to_string(), addr.port(), grpc)
         }
-        None => ("127.0.0.1".to_string(), free_port("127.0.0.1")?, free_port("127.0.0.1")?),
+        None => (
+            "127.0.0.1".to_string(),
+            free_port("127.0.0.1")?,
+            free_port("127.0.0.1")?,
+        ),
     };
     let id = executor_id(opts.external_host.as_deref().unwrap_or(&host), port);
     fruits_engine::plan::set_worker_name(id.clone());
@@ -203,7 +210,7 @@ pub async fn run_executor(
 /// An [`Engine`] that runs plans on a Ballista cluster through its scheduler.
 ///
 /// Every plan fruits sends is map-only, so a job is idempotent: a job that fails or exceeds
-/// its timeout is submitted once more before the run gives up.
+/// its timeout may be submitted once more ([`Engine::attempts`]).
 #[derive(Debug, Clone)]
 pub struct Cluster {
     url: String,
@@ -253,7 +260,10 @@ impl Cluster {
         self
     }
 
-    async fn run_once(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>, EngineError> {
+    async fn run_once(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
         let codec = FruitsCodec::default();
         let session_id = format!("fruits-{}", std::process::id());
         let stream = execute_physical_plan::<PhysicalPlanNode>(
@@ -297,22 +307,18 @@ impl Engine for Cluster {
         plan: Arc<dyn ExecutionPlan>,
     ) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>> {
         Box::pin(async move {
-            let mut last = String::new();
-            for attempt in 1..=self.attempts {
-                let outcome = tokio::time::timeout(self.job_timeout, self.run_once(plan.clone()));
-                let (message, retry) = match outcome.await {
+            let (message, retryable) =
+                match tokio::time::timeout(self.job_timeout, self.run_once(plan)).await {
                     Ok(Ok(batches)) => return Ok(batches),
                     Ok(Err(e)) => explain(&self.url, &e),
                     Err(_) => (format!("no result within {:?}", self.job_timeout), true),
                 };
-                tracing::warn!(attempt, error = %message, "cluster job failed");
-                last = message;
-                if !retry {
-                    break;
-                }
-            }
-            Err(EngineError::Cluster(last))
+            Err(EngineError::Cluster { message, retryable })
         })
+    }
+
+    fn attempts(&self) -> usize {
+        self.attempts
     }
 
     fn describe(&self) -> String {

@@ -24,6 +24,11 @@ pub trait Engine: Send + Sync {
 
     /// One line for people: where the plan runs.
     fn describe(&self) -> String;
+
+    /// How many times a job may be submitted before the run fails (jobs are idempotent).
+    fn attempts(&self) -> usize {
+        1
+    }
 }
 
 /// DataFusion in this process: one partition per thread, all of them at once.
@@ -53,9 +58,9 @@ impl Engine for InProcess {
         &self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>> {
-        Box::pin(async move {
-            Ok(datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await?)
-        })
+        Box::pin(
+            async move { Ok(datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await?) },
+        )
     }
 
     fn describe(&self) -> String {

@@ -26,8 +26,9 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::plan::{
-    image_list, part_list, part_name, sums_name, with_udf_column, FeatureReadExec, ImageReadExec,
-    ScanImage, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, SUMS_DIR,
+    image_list, part_list, part_name, report_name, sums_name, with_udf_column, FeatureReadExec,
+    ImageReadExec, ScanImage, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR,
+    SUMS_DIR,
 };
 use crate::udf::{Featurize, PcaProject};
 use crate::weights::ModelSource;
@@ -183,7 +184,13 @@ pub async fn extract(
 
     let staging = Staging::begin(&output, cfg.overwrite, &run_id()).await?;
     let result = run_stages(
-        cfg, engine, &input, &images, &staging, &progress, &mut seconds,
+        cfg,
+        engine,
+        &input,
+        &images,
+        &staging,
+        &progress,
+        &mut seconds,
     )
     .await;
     match result {
@@ -266,11 +273,16 @@ async fn run_stages(
         Some(progress.clone()),
     );
     let all: Vec<usize> = (0..n).collect();
-    let staged_reports = run_checked(engine, Arc::new(plan), &all).await?;
+    let staged_reports = run_checked(
+        engine,
+        Arc::new(plan),
+        WriteKind::Features,
+        &all,
+        &staged.location,
+    )
+    .await?;
     // Counted here too, for engines that cannot report progress as they go.
-    progress
-        .done
-        .store(images.len() as u64, Ordering::Relaxed);
+    progress.done.store(images.len() as u64, Ordering::Relaxed);
     let mut skipped = Vec::new();
     let mut labels = std::collections::BTreeSet::new();
     let mut workers = BTreeMap::new();
@@ -343,9 +355,17 @@ async fn run_stages(
         "features_pca",
     )?;
     let plan = WriteExec::new(projected, staged.clone(), WriteKind::Output, None);
-    let written = run_checked(engine, Arc::new(plan), &kept).await?;
+    let written = run_checked(
+        engine,
+        Arc::new(plan),
+        WriteKind::Output,
+        &kept,
+        &staged.location,
+    )
+    .await?;
     staged.location.sub(FEATURES_DIR).delete_all().await?;
     staged.location.sub(SUMS_DIR).delete_all().await?;
+    staged.location.sub(REPORTS_DIR).delete_all().await?;
     seconds.project = t.elapsed().as_secs_f64();
 
     // 5. Nothing lost, nothing duplicated: partition by partition.
@@ -405,15 +425,57 @@ fn split(images: &[fruits_store::ImageRef], n: usize) -> Vec<Vec<ScanImage>> {
 /// Runs a write plan whose partitions are numbered `expected` and returns one report per
 /// partition, in that order. A partition reported twice (a task that an engine re-ran) must
 /// agree with itself; a partition never reported, or not expected, fails the run.
+///
+/// A job the engine says failed may still have finished every task (an executor lost after
+/// its tasks were done takes their answers with it): then the reports the tasks stored are
+/// used. Otherwise a retryable failure submits the job again, up to the engine's attempts.
 async fn run_checked(
     engine: &dyn Engine,
     plan: Arc<dyn ExecutionPlan>,
+    kind: WriteKind,
     expected: &[usize],
+    staged: &Location,
 ) -> Result<Vec<TaskReport>, EngineError> {
-    let batches = engine.run(plan).await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match engine.run(plan.clone()).await {
+            Ok(batches) => return collate(TaskReport::from_batches(&batches)?, expected),
+            Err(e) => e,
+        };
+        if let Some(reports) = stored_reports(staged, kind, expected).await {
+            tracing::warn!(error = %e, "the job failed after all its tasks had finished; using their stored reports");
+            return collate(reports, expected);
+        }
+        if attempt >= engine.attempts() || !e.retryable() {
+            return Err(e);
+        }
+        tracing::warn!(attempt, error = %e, "the job failed; submitting it again");
+    }
+}
+
+/// Every expected partition's stored report, or `None` if any is missing.
+async fn stored_reports(
+    staged: &Location,
+    kind: WriteKind,
+    expected: &[usize],
+) -> Option<Vec<TaskReport>> {
+    let fetched: Vec<_> = futures::stream::iter(expected)
+        .map(|&p| async move { staged.get_rel(&report_name(kind, p)).await })
+        .buffered(8)
+        .collect()
+        .await;
+    fetched
+        .into_iter()
+        .map(|bytes| serde_json::from_slice(&bytes.ok()?).ok())
+        .collect()
+}
+
+/// One report per expected partition, in order; see [`run_checked`].
+fn collate(found: Vec<TaskReport>, expected: &[usize]) -> Result<Vec<TaskReport>, EngineError> {
     let mut reports: BTreeMap<usize, Option<TaskReport>> =
         expected.iter().map(|&p| (p, None)).collect();
-    for r in TaskReport::from_batches(&batches)? {
+    for r in found {
         let p = r.partition;
         let slot = reports
             .get_mut(&p)

@@ -24,6 +24,19 @@ pub use engine::{Engine, InProcess};
 pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
 pub use weights::ModelSource;
 
+impl EngineError {
+    /// Whether running the failed job again may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Cluster {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
 /// Why a run stopped. Each message is one line naming what and where.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -83,6 +96,11 @@ pub enum EngineError {
     #[error("task failed: {0}")]
     Task(String),
     /// The cluster could not run a plan.
-    #[error("cluster: {0}")]
-    Cluster(String),
+    #[error("cluster: {message}")]
+    Cluster {
+        /// One line: what went wrong and, where known, why.
+        message: String,
+        /// Whether submitting the job again may help.
+        retryable: bool,
+    },
 }

@@ -23,13 +23,13 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::col;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -52,6 +52,8 @@ const READ_AHEAD: usize = 16;
 pub const FEATURES_DIR: &str = "_features";
 /// Staged PCA partial sums, one file per partition; removed before publishing.
 pub const SUMS_DIR: &str = "_sums";
+/// Task reports, one file per task; removed before publishing.
+pub const REPORTS_DIR: &str = "_reports";
 
 /// The non-secret S3 settings a plan carries to other processes (credentials never travel:
 /// each process takes its own from its environment).
@@ -231,7 +233,10 @@ fn work_schema(names: [&str; 2]) -> SchemaRef {
 /// carrying its partition number. Cluster schedulers know how to hand each task only its own
 /// partitions of such a table; the number in the rows names the task's output wherever it
 /// runs.
-fn work_list(names: [&str; 2], partitions: &[Vec<(String, String)>]) -> Result<Arc<dyn ExecutionPlan>> {
+fn work_list(
+    names: [&str; 2],
+    partitions: &[Vec<(String, String)>],
+) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = work_schema(names);
     let batches = partitions
         .iter()
@@ -255,7 +260,11 @@ fn work_list(names: [&str; 2], partitions: &[Vec<(String, String)>]) -> Result<A
 pub fn image_list(partitions: &[Vec<ScanImage>]) -> Result<Arc<dyn ExecutionPlan>> {
     let rows: Vec<Vec<(String, String)>> = partitions
         .iter()
-        .map(|p| p.iter().map(|i| (i.path.clone(), i.label.clone())).collect())
+        .map(|p| {
+            p.iter()
+                .map(|i| (i.path.clone(), i.label.clone()))
+                .collect()
+        })
         .collect();
     work_list(["path", "label"], &rows)
 }
@@ -379,7 +388,11 @@ impl ExecutionPlan for ImageReadExec {
         )))
     }
 
-    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         tracing::debug!(partition, "image read");
         let location = self.store.location.clone();
         let schema = image_schema();
@@ -389,7 +402,10 @@ impl ExecutionPlan for ImageReadExec {
             .input
             .execute(partition, ctx)?
             .map_ok(|batch| {
-                let p = batch.column(0).as_primitive::<arrow::datatypes::UInt32Type>().clone();
+                let p = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .clone();
                 let path = batch.column(1).as_string::<i32>().clone();
                 let label = batch.column(2).as_string::<i32>().clone();
                 futures::stream::iter((0..batch.num_rows()).map(move |i| {
@@ -486,7 +502,12 @@ pub struct FeatureReadExec {
 /// Schema of [`FeatureReadExec`]'s output.
 pub fn staged_schema() -> SchemaRef {
     let mut fields = vec![Field::new("partition", DataType::UInt32, false)];
-    fields.extend(features_schema().fields().iter().map(|f| f.as_ref().clone()));
+    fields.extend(
+        features_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone()),
+    );
     Arc::new(Schema::new(fields))
 }
 
@@ -529,24 +550,33 @@ impl ExecutionPlan for FeatureReadExec {
         )))
     }
 
-    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let location = self.staging.location.clone();
         let parts = self
             .input
             .execute(partition, ctx)?
             .map_ok(|batch| {
-                let p = batch.column(0).as_primitive::<arrow::datatypes::UInt32Type>().clone();
+                let p = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .clone();
                 let part = batch.column(1).as_string::<i32>().clone();
-                futures::stream::iter(
-                    (0..batch.num_rows())
-                        .map(move |i| Ok::<_, DataFusionError>((p.value(i), part.value(i).to_string()))),
-                )
+                futures::stream::iter((0..batch.num_rows()).map(move |i| {
+                    Ok::<_, DataFusionError>((p.value(i), part.value(i).to_string()))
+                }))
             })
             .try_flatten();
         let stream = parts
             .map_ok(move |(p, rel)| read_part(location.clone(), p, rel))
             .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(staged_schema(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            staged_schema(),
+            stream,
+        )))
     }
 }
 
@@ -593,7 +623,7 @@ pub fn report_schema() -> SchemaRef {
 }
 
 /// What one write task did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
     /// Its partition.
     pub partition: usize,
@@ -632,13 +662,23 @@ impl TaskReport {
             if b.num_columns() != 6 {
                 return Err(bad("shape"));
             }
-            let partition = b.column(0).as_primitive_opt::<arrow::datatypes::UInt32Type>();
-            let rows = b.column(1).as_primitive_opt::<arrow::datatypes::UInt64Type>();
-            let images = b.column(2).as_primitive_opt::<arrow::datatypes::UInt64Type>();
+            let partition = b
+                .column(0)
+                .as_primitive_opt::<arrow::datatypes::UInt32Type>();
+            let rows = b
+                .column(1)
+                .as_primitive_opt::<arrow::datatypes::UInt64Type>();
+            let images = b
+                .column(2)
+                .as_primitive_opt::<arrow::datatypes::UInt64Type>();
             let (Some(partition), Some(rows), Some(images)) = (partition, rows, images) else {
                 return Err(bad("counts"));
             };
-            let text = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| bad("text"));
+            let text = |i: usize| {
+                b.column(i)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| bad("text"))
+            };
             let (skipped, labels, worker) = (text(3)?, text(4)?, text(5)?);
             for i in 0..b.num_rows() {
                 out.push(TaskReport {
@@ -647,8 +687,7 @@ impl TaskReport {
                     images: images.value(i),
                     skipped: serde_json::from_str(skipped.value(i))
                         .map_err(|_| bad("skipped list"))?,
-                    labels: serde_json::from_str(labels.value(i))
-                        .map_err(|_| bad("label list"))?,
+                    labels: serde_json::from_str(labels.value(i)).map_err(|_| bad("label list"))?,
                     worker: worker.value(i).to_string(),
                 });
             }
@@ -728,6 +767,16 @@ pub fn part_name(dir: &str, p: usize) -> String {
     }
 }
 
+/// Name of the report partition `p`'s task of `kind` stores last, once its output is complete
+/// (the run's evidence if the engine loses the task's answer).
+pub fn report_name(kind: WriteKind, p: usize) -> String {
+    let kind = match kind {
+        WriteKind::Features => "features",
+        WriteKind::Output => "output",
+    };
+    format!("{REPORTS_DIR}/{kind}-{p:05}.json")
+}
+
 /// Name of partition `p`'s PCA partial sums.
 pub fn sums_name(p: usize) -> String {
     format!("{SUMS_DIR}/part-{p:05}.sums")
@@ -735,7 +784,11 @@ pub fn sums_name(p: usize) -> String {
 
 impl DisplayAs for WriteExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "WriteExec: {:?} to {}", self.kind, self.staging.reference.uri)
+        write!(
+            f,
+            "WriteExec: {:?} to {}",
+            self.kind, self.staging.reference.uri
+        )
     }
 }
 
@@ -771,6 +824,10 @@ impl ExecutionPlan for WriteExec {
                 WriteKind::Output => write_output(p, input, &staged).await,
             }
             .map_err(|e| DataFusionError::Execution(format!("partition {p}: {e}")))?;
+            staged
+                .put_rel(&report_name(kind, p), to_json(&report).into_bytes())
+                .await
+                .map_err(external)?;
             report.to_batch()
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -788,11 +845,15 @@ async fn first_partition(
     let mut seen = Vec::new();
     let p = loop {
         let Some(batch) = input.next().await else {
-            return Err(DataFusionError::Internal("a fruits task received no rows".into()));
+            return Err(DataFusionError::Internal(
+                "a fruits task received no rows".into(),
+            ));
         };
         let batch = batch?;
         if batch.num_rows() > 0 {
-            let column = batch.column(0).as_primitive_opt::<arrow::datatypes::UInt32Type>();
+            let column = batch
+                .column(0)
+                .as_primitive_opt::<arrow::datatypes::UInt32Type>();
             let p = column
                 .ok_or_else(|| DataFusionError::Internal("rows without a partition".into()))?
                 .value(0);

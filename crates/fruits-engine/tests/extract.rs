@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use fruits_engine::{extract, EngineError, ExtractConfig, PcaSpec, Progress};
+use fruits_engine::{EngineError, ExtractConfig, InProcess, PcaSpec, Progress, Summary};
 use fruits_model::{MobileNetV2, Tensors};
 use fruits_pca::{Components, PcaModel};
 
@@ -14,66 +14,25 @@ fn synthetic_model() -> Arc<MobileNetV2> {
     Arc::new(MobileNetV2::from_tensors(&Tensors::read(dir.path()).unwrap()).unwrap())
 }
 
+/// Runs the job in-process on 2 threads.
+async fn extract(cfg: &ExtractConfig, progress: Arc<Progress>) -> Result<Summary, EngineError> {
+    fruits_engine::extract(cfg, &InProcess::new(2), progress).await
+}
+
 fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) -> ExtractConfig {
     ExtractConfig {
         input: input.display().to_string(),
         output: output.display().to_string(),
-        model,
+        weights: Default::default(),
+        model: Some(model),
         pca,
         overwrite: false,
         batch_size: 4,
-        threads: 2,
         s3: Default::default(),
     }
 }
 
-/// Every row of every `part-*.parquet` under `dir`, sorted by path.
-fn read_rows(dir: &Path) -> Vec<(String, String, Vec<f32>, Vec<f32>)> {
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("part-")
-        {
-            continue;
-        }
-        let file = std::fs::File::open(&path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch: RecordBatch = batch.unwrap();
-            let names: Vec<_> = batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            assert_eq!(names, ["path", "label", "features", "features_pca"]);
-            let list = |i: usize, r: usize| {
-                let l = batch.column(i).as_list::<i32>().value(r);
-                l.as_primitive::<arrow::datatypes::Float32Type>()
-                    .values()
-                    .to_vec()
-            };
-            for r in 0..batch.num_rows() {
-                rows.push((
-                    batch.column(0).as_string::<i32>().value(r).to_string(),
-                    batch.column(1).as_string::<i32>().value(r).to_string(),
-                    list(2, r),
-                    list(3, r),
-                ));
-            }
-        }
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    rows
-}
+use fruits_testkit::read_rows;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extract_skips_bad_images_and_commits_atomically() {

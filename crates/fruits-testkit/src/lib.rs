@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
+
 /// The `shared/` data folder (`$FRUITS_SHARED`, else `../shared` beside the repository), or
 /// `None` after printing why the calling test skips.
 pub fn shared(what: &str) -> Option<PathBuf> {
@@ -373,4 +375,55 @@ pub fn flaky_proxy(target: &str, fail_first: usize, drop_instead: bool) -> Strin
         }
     });
     url
+}
+
+/// One row of a fruits result: `path`, `label`, `features`, `features_pca`.
+pub type Row = (String, String, Vec<f32>, Vec<f32>);
+
+/// Every row of every `part-*.parquet` under `dir`, sorted by path (panics on anything else).
+pub fn read_rows(dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("part-")
+        {
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch: arrow::array::RecordBatch = batch.unwrap();
+            let names: Vec<_> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(names, ["path", "label", "features", "features_pca"]);
+            let list = |i: usize, r: usize| {
+                let l = batch.column(i).as_list::<i32>().value(r);
+                l.as_primitive::<arrow::datatypes::Float32Type>()
+                    .values()
+                    .to_vec()
+            };
+            for r in 0..batch.num_rows() {
+                rows.push((
+                    batch.column(0).as_string::<i32>().value(r).to_string(),
+                    batch.column(1).as_string::<i32>().value(r).to_string(),
+                    list(2, r),
+                    list(3, r),
+                ));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }

@@ -240,7 +240,10 @@ fn run(cli: Cli) -> Result<()> {
                 executor_timeout: Duration::from_secs(a.executor_timeout),
             };
             rt.block_on(fruits_cluster::run_scheduler(opts, |addr| {
-                println!("fruits scheduler {} listening on {addr}", fruits_cluster::codec::VERSION);
+                println!(
+                    "fruits scheduler {} listening on {addr}",
+                    fruits_cluster::codec::VERSION
+                );
             }))?;
             Ok(())
         }

@@ -1,0 +1,280 @@
+//! `fruits extract --cluster` against a real cluster: a `fruits scheduler` and two
+//! `fruits executor`s started as separate processes on 127.0.0.1, input, weights and output on
+//! a real S3 server (s3s-fs).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fruits_testkit::{read_rows, Row, S3Server};
+
+/// A child process killed (SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `fruits` command with the S3 server's settings and a private weights cache.
+fn fruits(server: &S3Server, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
+    cmd.args(args)
+        .env_remove("FRUITS_WEIGHTS")
+        .env("XDG_CACHE_HOME", cache);
+    for (k, v) in server.env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts `cmd` and returns it with the first line it prints.
+fn start(mut cmd: Command) -> (Proc, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fruits");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    (Proc(child), line)
+}
+
+/// A scheduler (lost executors detected after 3 s) and `n` executors (1 task at a time,
+/// heartbeat every second); returns them and the `df://` URL.
+fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String) {
+    let args = [
+        "scheduler",
+        "--bind",
+        "127.0.0.1:0",
+        "--executor-timeout",
+        "3",
+    ];
+    let (scheduler, line) = start(fruits(server, cache, &args));
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("listening on ADDR")
+        .to_string();
+    assert!(line.contains("listening on 127.0.0.1:"), "{line}");
+    let mut procs = vec![scheduler];
+    for i in 0..n {
+        let work = cache.join(format!("work-{i}"));
+        let args = [
+            "executor",
+            "--scheduler",
+            &addr,
+            "--concurrency",
+            "1",
+            "--heartbeat",
+            "1",
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        std::fs::create_dir_all(&work).unwrap();
+        let (executor, line) = start(fruits(server, cache, &args));
+        assert!(line.contains("started"), "{line}");
+        procs.push(executor);
+    }
+    // Let the executors register before the first job.
+    std::thread::sleep(Duration::from_millis(1500));
+    (procs, format!("df://{addr}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn succeed(mut cmd: Command) -> Output {
+    let out = cmd.output().expect("run fruits");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
+/// Images per worker, from the summary's `ran on cluster` lines.
+fn workers(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.ends_with(" images"))
+        .map(|l| {
+            let n = l.trim_end_matches(" images").rsplit(' ').next().unwrap();
+            n.parse().unwrap()
+        })
+        .collect()
+}
+
+/// Same rows, identical features, PCA equal to `tol` up to the sign of each component.
+fn assert_same_result(a: &[Row], b: &[Row], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    let k = a[0].3.len();
+    for j in 0..k {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| (x.3[j] * y.3[j]) as f64).sum();
+        let sign = if dot < 0.0 { -1.0 } else { 1.0 };
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x.3[j] - sign * y.3[j]).abs() < tol,
+                "component {j} of {}",
+                x.0
+            );
+        }
+    }
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!((&x.0, &x.1), (&y.0, &y.1));
+        assert_eq!(x.2, y.2, "features of {}", x.0);
+    }
+}
+
+#[test]
+fn cluster_result_equals_the_in_process_result() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 3, 8);
+    std::fs::write(bucket.join("Test/Class 2/broken.jpg"), b"not a jpeg").unwrap();
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 5);
+    let cache = tempfile::tempdir().unwrap();
+    let (_procs, url) = cluster(&server, cache.path(), 2);
+    let common = [
+        "extract",
+        "--input",
+        "s3://fruits/Test",
+        "--weights",
+        "s3://fruits/models/w",
+        "--pca-k",
+        "4",
+        "--batch-size",
+        "3",
+    ];
+
+    let mut local = fruits(&server, cache.path(), &common);
+    local.args(["--output", "s3://fruits/local"]);
+    succeed(local);
+    let mut remote = fruits(&server, cache.path(), &common);
+    remote.args(["--output", "s3://fruits/cluster", "--cluster", &url]);
+    remote.args(["--images-per-task", "4"]);
+    let out = succeed(remote);
+
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("wrote 24 rows to s3://fruits/cluster"),
+        "{stdout}"
+    );
+    let per_worker = workers(&stdout);
+    assert_eq!(per_worker.len(), 2, "{stdout}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{stdout}");
+    assert_eq!(per_worker.iter().sum::<u64>(), 25, "{stdout}");
+
+    let (a, b) = (
+        read_rows(&bucket.join("local")),
+        read_rows(&bucket.join("cluster")),
+    );
+    assert_eq!(a.len(), 24);
+    assert_same_result(&a, &b, 1e-5);
+    let errors = std::fs::read_to_string(bucket.join("cluster/_errors.json")).unwrap();
+    assert!(errors.contains("broken.jpg"), "{errors}");
+    assert!(
+        !server
+            .objects("fruits")
+            .iter()
+            .any(|o| o.contains("_temporary")),
+        "staging left behind"
+    );
+}
+
+#[test]
+fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 6, 40);
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 6);
+    let cache = tempfile::tempdir().unwrap();
+    let (mut procs, url) = cluster(&server, cache.path(), 2);
+    let mut run = fruits(
+        &server,
+        cache.path(),
+        &[
+            "extract",
+            "--input",
+            "s3://fruits/Test",
+            "--output",
+            "s3://fruits/out",
+            "--weights",
+            "s3://fruits/models/w",
+            "--pca-k",
+            "4",
+            "--cluster",
+            &url,
+            "--images-per-task",
+            "4",
+        ],
+    );
+    let job = run
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Once a few tasks have staged their results, kill the first executor outright.
+    let started = Instant::now();
+    loop {
+        let staged = server
+            .objects("fruits")
+            .iter()
+            .filter(|o| o.contains("_temporary") && o.contains("_sums/"))
+            .count();
+        if staged >= 4 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let victim = procs.remove(1);
+    drop(victim);
+
+    let out = job.wait_with_output().unwrap();
+    eprintln!(
+        "DEBUG after kill {:?}\n{}\n{}",
+        started.elapsed(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("wrote 240 rows"), "{stdout}");
+    let rows = read_rows(&bucket.join("out"));
+    let mut paths: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+    paths.dedup();
+    assert_eq!(paths.len(), 240, "every image exactly once");
+    let stray: Vec<_> = server
+        .objects("fruits")
+        .into_iter()
+        .filter(|o| o.starts_with("out/") && !o.contains("part-") && !o.contains("_pca/"))
+        .filter(|o| o != "out/_SUCCESS" && o != "out/_errors.json")
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn an_unreachable_scheduler_is_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fruits"))
+        .args(["extract", "--input", "/nonexistent", "--output", "/tmp/x"])
+        .args(["--cluster", "df://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot reach the scheduler at df://127.0.0.1:1"),
+        "{err}"
+    );
+}
