@@ -24,6 +24,7 @@ use ballista_core::config::{BallistaConfig, TaskSchedulingPolicy};
 use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use ballista_executor::health::ExecutorHealth;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
@@ -160,10 +161,11 @@ fn executor_id(host: &str, port: u16) -> String {
     format!("{host}:{port}/{}", std::process::id())
 }
 
-/// Runs an executor until the process ends or is told to stop; `ready` gets its id.
+/// Runs an executor until the process ends or is told to stop; `ready` gets its id once the
+/// scheduler has acknowledged it (its first heartbeat).
 pub async fn run_executor(
     opts: ExecutorOptions,
-    ready: impl FnOnce(&str),
+    ready: impl FnOnce(&str) + Send + 'static,
 ) -> Result<(), ClusterError> {
     let scheduler = resolve(&opts.scheduler)?;
     let (host, port, grpc_port) = match &opts.bind {
@@ -186,7 +188,9 @@ pub async fn run_executor(
     };
     let id = executor_id(opts.external_host.as_deref().unwrap_or(&host), port);
     fruits_engine::plan::set_worker_name(id.clone());
+    let health = ExecutorHealth::new();
     let config = ExecutorProcessConfig {
+        health: health.clone(),
         executor_id: id.clone(),
         bind_host: host.clone(),
         external_host: opts.external_host.clone().or(Some(host)),
@@ -202,7 +206,12 @@ pub async fn run_executor(
         override_physical_codec: Some(Arc::new(FruitsCodec::default())),
         ..ExecutorProcessConfig::default()
     };
-    ready(&id);
+    tokio::spawn(async move {
+        while !health.is_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ready(&id);
+    });
     start_executor_process(Arc::new(config)).await?;
     Ok(())
 }

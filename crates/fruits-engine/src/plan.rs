@@ -2,12 +2,18 @@
 //!
 //! Both plans are map-only (no exchange), so any engine can run them partition by partition
 //! and re-run a lost partition without harm: every task writes objects whose names depend only
-//! on its partition number, and reports what it wrote as one row ([`TaskReport`]).
+//! on its partition number, and reports what it wrote as one row ([`TaskReport`]), also stored
+//! beside its output.
 //!
-//! * featurize: [`ImageScanExec`] → `featurize(content)` → [`FeatureWriteExec`]
+//! * featurize: [`image_list`] → [`ImageReadExec`] → `featurize(content)` → [`WriteExec`]
 //!   (staged features + PCA partial sums per partition).
-//! * project: [`FeatureScanExec`] → `pca_project(features)` → [`ProjectWriteExec`]
+//! * project: [`part_list`] → [`FeatureReadExec`] → `pca_project(features)` → [`WriteExec`]
 //!   (the final Parquet parts).
+//!
+//! The work lists are in-memory tables whose rows carry their partition number: a cluster
+//! scheduler hands each task only its own partitions of such a table (it cannot split an
+//! unknown leaf, and would run all of them in every task), and the number in the rows names
+//! the task's output wherever it runs.
 //!
 //! Every node names its store by a [`StoreRef`] (URI + non-secret S3 settings), so that a plan
 //! can be sent to another process that opens the store with its own credentials.

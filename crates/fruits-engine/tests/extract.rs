@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
 use fruits_engine::{EngineError, ExtractConfig, InProcess, PcaSpec, Progress, Summary};
 use fruits_model::{MobileNetV2, Tensors};
 use fruits_pca::{Components, PcaModel};

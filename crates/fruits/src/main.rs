@@ -260,8 +260,11 @@ fn run(cli: Cli) -> Result<()> {
                 work_dir: a.work_dir,
                 heartbeat: Duration::from_secs(a.heartbeat.max(1)),
             };
-            rt.block_on(fruits_cluster::run_executor(opts, |id| {
-                println!("fruits executor {id} started, {concurrency} tasks at once");
+            let scheduler = opts.scheduler.clone();
+            rt.block_on(fruits_cluster::run_executor(opts, move |id| {
+                println!(
+                    "fruits executor {id} registered with {scheduler}, {concurrency} tasks at once"
+                );
             }))?;
             Ok(())
         }
