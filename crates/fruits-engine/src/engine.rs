@@ -29,6 +29,12 @@ pub trait Engine: Send + Sync {
     fn attempts(&self) -> usize {
         1
     }
+
+    /// Whether the plans' nodes update a run's [`Progress`](crate::Progress) themselves (they
+    /// do in this process; elsewhere the run follows the tasks' stored reports instead).
+    fn reports_progress(&self) -> bool {
+        false
+    }
 }
 
 /// DataFusion in this process: one partition per thread, all of them at once.
@@ -65,5 +71,9 @@ impl Engine for InProcess {
 
     fn describe(&self) -> String {
         format!("in-process, {} threads", self.threads)
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
     }
 }

@@ -273,6 +273,14 @@ async fn run_stages(
         Some(progress.clone()),
     );
     let all: Vec<usize> = (0..n).collect();
+    let sizes: Vec<u64> = partitions.iter().map(|p| p.len() as u64).collect();
+    let watcher = (!engine.reports_progress()).then(|| {
+        tokio::spawn(watch_tasks(
+            staged.location.clone(),
+            sizes,
+            progress.clone(),
+        ))
+    });
     let staged_reports = run_checked(
         engine,
         Arc::new(plan),
@@ -280,7 +288,11 @@ async fn run_stages(
         &all,
         &staged.location,
     )
-    .await?;
+    .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let staged_reports = staged_reports?;
     // Counted here too, for engines that cannot report progress as they go.
     progress.done.store(images.len() as u64, Ordering::Relaxed);
     let mut skipped = Vec::new();
@@ -451,6 +463,27 @@ async fn run_checked(
             return Err(e);
         }
         tracing::warn!(attempt, error = %e, "the job failed; submitting it again");
+    }
+}
+
+/// Follows a featurize job run elsewhere: every 2 s, counts as done the images of the
+/// partitions whose task has stored its report.
+async fn watch_tasks(staged: Location, sizes: Vec<u64>, progress: Arc<Progress>) {
+    let reports = staged.sub(REPORTS_DIR);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Ok(paths) = reports.list_paths().await else {
+            continue;
+        };
+        let done: u64 = paths
+            .iter()
+            .filter_map(|path| {
+                let name = path.filename()?.strip_prefix("features-")?;
+                let p: usize = name.strip_suffix(".json")?.parse().ok()?;
+                sizes.get(p)
+            })
+            .sum();
+        progress.done.store(done, Ordering::Relaxed);
     }
 }
 

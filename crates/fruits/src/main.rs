@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
             let scheduler = opts.scheduler.clone();
             rt.block_on(fruits_cluster::run_executor(opts, move |id| {
                 println!(
-                    "fruits executor {id} registered with {scheduler}, {concurrency} tasks at once"
+                    "fruits executor {id} registered with {scheduler}, concurrency {concurrency}"
                 );
             }))?;
             Ok(())
