@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use ballista_core::config::{BallistaConfig, TaskSchedulingPolicy};
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
@@ -36,6 +36,10 @@ use futures::future::BoxFuture;
 use futures::TryStreamExt;
 
 pub mod codec;
+
+/// The largest message between client and scheduler: a featurize plan carries the path of
+/// every image (about 70 bytes each), so Ballista's 16 MiB default would stop near 200,000.
+const MAX_MESSAGE_BYTES: u32 = 1 << 30;
 
 pub use codec::FruitsCodec;
 
@@ -118,6 +122,8 @@ pub async fn run_scheduler(
         expire_dead_executor_interval_seconds: (timeout / 3).clamp(1, 15),
         no_executors_grace_period_seconds: timeout,
         override_physical_codec: Some(Arc::new(FruitsCodec::default())),
+        grpc_server_max_decoding_message_size: MAX_MESSAGE_BYTES,
+        grpc_server_max_encoding_message_size: MAX_MESSAGE_BYTES,
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await?;
@@ -136,7 +142,8 @@ pub struct ExecutorOptions {
     /// `HOST:PORT` of the executor's Flight service (its gRPC service takes the next port);
     /// `None`: free ports on 127.0.0.1.
     pub bind: Option<String>,
-    /// Host other processes reach this executor at [default: the bind host].
+    /// Host other processes reach this executor at [default: the bind host, or the machine's
+    /// host name when binding all addresses].
     pub external_host: Option<String>,
     /// Tasks run at once (each runs the model on one core).
     pub concurrency: usize,
@@ -153,6 +160,13 @@ fn free_port(host: &str) -> Result<u16, ClusterError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|source| ClusterError::Bind { addr, source })
+}
+
+/// This machine's host name (Linux).
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The id an executor with these options registers under: `host:flight-port`, plus the
@@ -186,14 +200,25 @@ pub async fn run_executor(
             free_port("127.0.0.1")?,
         ),
     };
-    let id = executor_id(opts.external_host.as_deref().unwrap_or(&host), port);
+    // Others must be told a reachable name, not the wildcard address.
+    let external = opts.external_host.clone().unwrap_or_else(|| {
+        let unspecified = host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        if unspecified {
+            hostname().unwrap_or_else(|| host.clone())
+        } else {
+            host.clone()
+        }
+    });
+    let id = executor_id(&external, port);
     fruits_engine::plan::set_worker_name(id.clone());
     let health = ExecutorHealth::new();
     let config = ExecutorProcessConfig {
         health: health.clone(),
         executor_id: id.clone(),
         bind_host: host.clone(),
-        external_host: opts.external_host.clone().or(Some(host)),
+        external_host: Some(external),
         port,
         grpc_port,
         scheduler_host: scheduler.ip().to_string(),
@@ -275,13 +300,15 @@ impl Cluster {
     ) -> Result<Vec<RecordBatch>, EngineError> {
         let codec = FruitsCodec::default();
         let session_id = format!("fruits-{}", std::process::id());
+        let session = SessionConfig::new_with_ballista()
+            .with_ballista_grpc_client_max_message_size(MAX_MESSAGE_BYTES as usize);
         let stream = execute_physical_plan::<PhysicalPlanNode>(
             format!("http://{}", self.scheduler),
-            &BallistaConfig::default(),
+            &session.ballista_config(),
             plan,
             &codec,
             session_id,
-            SessionConfig::new_with_ballista(),
+            session,
         )
         .await?;
         Ok(stream.try_collect().await?)

@@ -120,7 +120,8 @@ struct ExecutorArgs {
     /// [default: free ports on 127.0.0.1].
     #[arg(long)]
     bind: Option<String>,
-    /// Host name other machines reach this executor at [default: the bind host].
+    /// Host name other machines reach this executor at [default: the bind address, or this
+    /// machine's host name when binding all addresses].
     #[arg(long)]
     external_host: Option<String>,
     /// Tasks run at once (one core each) [default: the number of cores].
