@@ -86,6 +86,27 @@ fn resolve(addr: &str) -> Result<SocketAddr, ClusterError> {
         .ok_or_else(|| bad("resolves to nothing".into()))
 }
 
+/// Connects to `addr` (and hangs up), trying again for up to `patience`; the last error.
+async fn reach(addr: SocketAddr, patience: Duration) -> Result<(), String> {
+    let until = std::time::Instant::now() + patience;
+    loop {
+        let error = match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer in 10 s".to_string(),
+        };
+        if std::time::Instant::now() >= until {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Settings of `fruits scheduler`.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -182,6 +203,13 @@ pub async fn run_executor(
     ready: impl FnOnce(&str) + Send + 'static,
 ) -> Result<(), ClusterError> {
     let scheduler = resolve(&opts.scheduler)?;
+    // A scheduler that is starting too is waited for; a wrong address fails in 30 s.
+    reach(scheduler, Duration::from_secs(30))
+        .await
+        .map_err(|message| ClusterError::Unreachable {
+            url: format!("df://{}", opts.scheduler),
+            message,
+        })?;
     let (host, port, grpc_port) = match &opts.bind {
         Some(bind) => {
             let addr = resolve(bind)?;
@@ -263,16 +291,9 @@ impl Cluster {
             message,
         };
         let scheduler = resolve(hostport).map_err(|e| unreachable(e.to_string()))?;
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::net::TcpStream::connect(scheduler),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable("no answer in 10 s".into())),
-        }
+        reach(scheduler, Duration::ZERO)
+            .await
+            .map_err(unreachable)?;
         Ok(Cluster {
             url: format!("df://{hostport}"),
             scheduler,

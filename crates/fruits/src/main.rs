@@ -106,7 +106,8 @@ struct SchedulerArgs {
     /// HOST:PORT to listen on.
     #[arg(long, default_value = "0.0.0.0:50050")]
     bind: String,
-    /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere.
+    /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere
+    /// (keep it several times the executors' --heartbeat).
     #[arg(long, default_value_t = 60)]
     executor_timeout: u64,
 }
