@@ -541,3 +541,56 @@ async fn merge_sums(staged: &Location, n: usize) -> Result<PartialSums, EngineEr
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(partition: usize, rows: u64) -> TaskReport {
+        TaskReport {
+            partition,
+            rows,
+            images: rows,
+            skipped: Vec::new(),
+            labels: Vec::new(),
+            worker: "w".into(),
+        }
+    }
+
+    #[test]
+    fn every_partition_once_in_order_and_reruns_must_agree() {
+        let got = collate(vec![report(3, 5), report(1, 2), report(3, 5)], &[1, 3]).unwrap();
+        assert_eq!(got, vec![report(1, 2), report(3, 5)]);
+        let missing = collate(vec![report(1, 2)], &[1, 3]).unwrap_err();
+        assert!(
+            missing.to_string().contains("partition 3 never reported"),
+            "{missing}"
+        );
+        let unknown = collate(vec![report(1, 2), report(2, 1)], &[1]).unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown partition 2"),
+            "{unknown}"
+        );
+        let differ = collate(vec![report(1, 2), report(1, 3)], &[1]).unwrap_err();
+        assert!(
+            differ.to_string().contains("different row counts"),
+            "{differ}"
+        );
+    }
+
+    #[test]
+    fn partitions_are_contiguous_and_nearly_equal() {
+        let images: Vec<_> = (0..10)
+            .map(|i| fruits_store::ImageRef {
+                uri: format!("file:///x/{i}.jpg"),
+                label: "x".into(),
+                path: format!("x/{i}.jpg").into(),
+                size: 1,
+            })
+            .collect();
+        let parts = split(&images, 3);
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(parts[1][0].path, "x/4.jpg");
+        assert_eq!(split(&images, 20).len(), 10);
+    }
+}
