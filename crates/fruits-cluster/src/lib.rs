@@ -4,7 +4,7 @@
 //!   cannot decode them; ours register [`codec::FruitsCodec`] everywhere).
 //! * [`run_scheduler`] and [`run_executor`]: Ballista's scheduler and executor with that codec,
 //!   round-robin task distribution and a bounded wait for lost executors.
-//! * [`Cluster`]: an [`Engine`](fruits_engine::Engine) that submits fruits' (map-only)
+//! * [`Cluster`]: a [`fruits_engine::Engine`] that submits fruits' (map-only)
 //!   physical plans to a scheduler, bounded by a timeout and retried once.
 //!
 //! ```no_run

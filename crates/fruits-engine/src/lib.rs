@@ -6,7 +6,7 @@
 //! * [`udf`]: `featurize(content)` (decode, Pillow resize, MobileNetV2) and
 //!   `pca_project(features)`.
 //! * [`engine`]: where plans run ([`Engine`]); [`InProcess`] here, a cluster elsewhere.
-//! * [`extract`]: the whole job, stage by stage ([`extract::extract`]).
+//! * [`mod@extract`]: the whole job, stage by stage ([`extract::extract()`]).
 //! * [`sink`]: one Parquet part, streamed to the store.
 //! * [`weights`]: which weights a plan uses, loaded once per process.
 //!
