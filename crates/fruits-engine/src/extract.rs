@@ -27,8 +27,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::plan::{
     image_list, part_list, part_name, report_name, sums_name, with_udf_column, FeatureReadExec,
-    ImageReadExec, ScanImage, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR,
-    SUMS_DIR,
+    ImageReadExec, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR, SUMS_DIR,
 };
 use crate::udf::{Featurize, PcaProject};
 use crate::weights::ModelSource;
@@ -418,20 +417,9 @@ struct Staged {
 }
 
 /// `images` in at most `n` contiguous partitions of nearly equal size.
-fn split(images: &[fruits_store::ImageRef], n: usize) -> Vec<Vec<ScanImage>> {
+fn split(images: &[fruits_store::ImageRef], n: usize) -> Vec<&[fruits_store::ImageRef]> {
     let per = images.len().div_ceil(n.max(1)).max(1);
-    images
-        .chunks(per)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|img| ScanImage {
-                    path: img.path.to_string(),
-                    label: img.label.clone(),
-                })
-                .collect()
-        })
-        .collect()
+    images.chunks(per).collect()
 }
 
 /// Runs a write plan whose partitions are numbered `expected` and returns one report per
@@ -589,8 +577,8 @@ mod tests {
             })
             .collect();
         let parts = split(&images, 3);
-        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
-        assert_eq!(parts[1][0].path, "x/4.jpg");
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(parts[1][0].path.as_ref(), "x/4.jpg");
         assert_eq!(split(&images, 20).len(), 10);
     }
 }

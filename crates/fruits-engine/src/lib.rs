@@ -89,6 +89,9 @@ pub enum EngineError {
         /// Rows written.
         written: u64,
     },
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Model(#[from] fruits_model::ModelError),
     /// Weights could not be fetched from the store.
     #[error("weights: {0}")]
     Weights(String),

@@ -43,7 +43,7 @@ use datafusion::physical_plan::{
 };
 use fruits_model::FEATURES;
 use fruits_pca::PartialSums;
-use fruits_store::{Location, S3Options};
+use fruits_store::{ImageRef, Location, S3Options};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -186,17 +186,6 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
-/// Schema of the image source: `path`, `label`, `content` (null where the read failed) and
-/// `read_error` (why).
-pub fn source_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("path", DataType::Utf8, false),
-        Field::new("label", DataType::Utf8, false),
-        Field::new("content", DataType::Binary, true),
-        Field::new("read_error", DataType::Utf8, true),
-    ]))
-}
-
 /// Schema of the staged features: `path`, `label`, `features`.
 pub fn features_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -217,15 +206,6 @@ pub fn output_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// One image of the source: its object path in the store and its label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanImage {
-    /// Object path inside the store.
-    pub path: String,
-    /// The parent folder's name.
-    pub label: String,
-}
-
 /// The schema of a work list: which partition each row belongs to, and what to read.
 fn work_schema(names: [&str; 2]) -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -235,25 +215,23 @@ fn work_schema(names: [&str; 2]) -> SchemaRef {
     ]))
 }
 
-/// A work list as an in-memory table, one partition per entry of `partitions`, each row
+/// A work list as an in-memory table: one partition per `(partition number, rows)`, each row
 /// carrying its partition number. Cluster schedulers know how to hand each task only its own
 /// partitions of such a table; the number in the rows names the task's output wherever it
 /// runs.
-fn work_list(
+fn work_list<'a>(
     names: [&str; 2],
-    partitions: &[Vec<(String, String)>],
+    partitions: impl Iterator<Item = (usize, Vec<(&'a str, &'a str)>)>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = work_schema(names);
     let batches = partitions
-        .iter()
-        .enumerate()
         .map(|(p, rows)| {
             let batch = RecordBatch::try_new(
                 schema.clone(),
                 vec![
                     Arc::new(UInt32Array::from(vec![p as u32; rows.len()])) as ArrayRef,
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
                 ],
             )?;
             Ok(vec![batch])
@@ -262,38 +240,23 @@ fn work_list(
     Ok(MemorySourceConfig::try_new_exec(&batches, schema, None)?)
 }
 
-/// The images to featurise: `(partition, path, label)` rows, one partition per entry.
-pub fn image_list(partitions: &[Vec<ScanImage>]) -> Result<Arc<dyn ExecutionPlan>> {
-    let rows: Vec<Vec<(String, String)>> = partitions
-        .iter()
-        .map(|p| {
-            p.iter()
-                .map(|i| (i.path.clone(), i.label.clone()))
-                .collect()
-        })
-        .collect();
-    work_list(["path", "label"], &rows)
+/// The images to featurise: `(partition, path, label)` rows, partition `p` holding
+/// `partitions[p]` (object paths of the store they are read from).
+pub fn image_list(partitions: &[&[ImageRef]]) -> Result<Arc<dyn ExecutionPlan>> {
+    let rows = partitions.iter().enumerate().map(|(p, images)| {
+        let rows = images.iter().map(|i| (i.path.as_ref(), i.label.as_str()));
+        (p, rows.collect())
+    });
+    work_list(["path", "label"], rows)
 }
 
-/// The staged parts to project: `(partition, part, part)` rows, one partition per
-/// `(partition, part name)`.
+/// The staged parts to project: `(partition, part, "")` rows, one partition per
+/// `(partition number, part name)`.
 pub fn part_list(parts: &[(usize, String)]) -> Result<Arc<dyn ExecutionPlan>> {
-    let schema = work_schema(["part", "unused"]);
-    let batches = parts
+    let rows = parts
         .iter()
-        .map(|(p, name)| {
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(UInt32Array::from(vec![*p as u32])) as ArrayRef,
-                    Arc::new(StringArray::from(vec![name.as_str()])),
-                    Arc::new(StringArray::from(vec![""])),
-                ],
-            )?;
-            Ok(vec![batch])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(MemorySourceConfig::try_new_exec(&batches, schema, None)?)
+        .map(|(p, name)| (*p, vec![(name.as_str(), "")]));
+    work_list(["part", "unused"], rows)
 }
 
 /// Reads the images its input lists (`partition`, `path`, `label`) as bytes, `batch_size`

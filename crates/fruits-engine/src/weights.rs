@@ -81,13 +81,21 @@ pub struct ModelSource {
 }
 
 impl ModelSource {
+    /// The weights `weights` names (see the field), reached with the settings of `s3`.
+    pub fn new(weights: Option<String>, s3: &S3Options) -> ModelSource {
+        ModelSource {
+            weights,
+            s3: crate::plan::S3Settings::of(s3),
+        }
+    }
+
     /// Loads the network (downloading `s3://` weights to the cache first).
     pub async fn load(&self) -> Result<MobileNetV2, EngineError> {
         let local = match &self.weights {
             Some(w) => Some(local_weights(w, &self.s3.options()).await?),
             None => None,
         };
-        fruits_model::load(local.as_deref()).map_err(|e| EngineError::Weights(e.to_string()))
+        Ok(fruits_model::load(local.as_deref())?)
     }
 
     /// The network for this source, loaded once per process and shared by every task that

@@ -50,7 +50,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let threads = crate::default_threads(a.threads);
     let rt = crate::runtime(threads)?;
     let s3 = a.s3.options();
-    let model = crate::load_model(&rt, a.weights.as_deref(), &s3)?;
+    let source = fruits_engine::ModelSource::new(a.weights.clone(), &s3);
+    let model = crate::load_model(&rt, &source)?;
     let location = fruits_store::Location::parse_with(&a.input, &s3)?;
     let images = rt.block_on(location.list_images())?;
     if images.is_empty() {
@@ -118,10 +119,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let cfg = ExtractConfig {
             input: a.input.clone(),
             output: dir.path().join("out").display().to_string(),
-            weights: fruits_engine::ModelSource {
-                weights: a.weights.clone(),
-                s3: fruits_engine::plan::S3Settings::of(&s3),
-            },
+            weights: source.clone(),
             model: Some(model.clone()),
             pca: PcaSpec::Fit(Components::Variance(0.95)),
             overwrite: false,

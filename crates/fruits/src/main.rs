@@ -313,14 +313,9 @@ pub(crate) fn default_threads(threads: Option<usize>) -> usize {
 /// `s3://` weights are first copied to the local cache.
 pub(crate) fn load_model(
     rt: &tokio::runtime::Runtime,
-    weights: Option<&str>,
-    s3: &fruits_store::S3Options,
+    source: &fruits_engine::ModelSource,
 ) -> Result<Arc<fruits_model::MobileNetV2>> {
-    let local = match weights {
-        Some(w) => Some(rt.block_on(fruits_engine::weights::local_weights(w, s3))?),
-        None => None,
-    };
-    Ok(Arc::new(fruits_model::load(local.as_deref())?))
+    Ok(Arc::new(rt.block_on(source.load())?))
 }
 
 async fn load_pca(uri: &str, s3: &fruits_store::S3Options) -> Result<PcaModel> {
@@ -341,10 +336,7 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     let threads = default_threads(a.threads);
     let rt = runtime(threads)?;
     let s3 = a.s3.options();
-    let weights = fruits_engine::ModelSource {
-        weights: a.weights.clone(),
-        s3: fruits_engine::plan::S3Settings::of(&s3),
-    };
+    let weights = fruits_engine::ModelSource::new(a.weights.clone(), &s3);
     let (engine, model): (Box<dyn Engine>, _) = match &a.cluster {
         // The executors load the weights; this process never needs them.
         Some(url) => {
@@ -356,7 +348,7 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         }
         None => (
             Box::new(fruits_engine::InProcess::new(threads)),
-            Some(load_model(&rt, a.weights.as_deref(), &s3)?),
+            Some(load_model(&rt, &weights)?),
         ),
     };
     let cfg = ExtractConfig {
