@@ -222,6 +222,10 @@ impl MobileNetV2 {
 
     /// Runs `blocks` on `n` images of `(h, w, c)` held in `ws.a`; the result is left in `ws.a`.
     /// `pending`: the bias whose ReLU6 the input still needs (a raw GEMM output), if any.
+    ///
+    /// A block whose expanded activations would not stay in L2 runs fused, one image and one
+    /// band of output rows at a time: expand only the input rows the band adds, depthwise,
+    /// project. Smaller blocks run each step on all `n` images at once (larger GEMMs).
     fn run_blocks<'m>(
         &'m self,
         blocks: &'m [Block],
@@ -232,44 +236,76 @@ impl MobileNetV2 {
     ) -> (usize, usize, usize) {
         let (mut h, mut w, mut c) = shape;
         for b in blocks {
-            // Expand: a raw GEMM; its bias and ReLU6 are applied as the depthwise reads it.
-            let (mid, mid_c): (&[f32], usize) = match &b.expand {
-                Some(e) => {
-                    let mid = grow(&mut ws.b, n * h * w * e.cout);
-                    pointwise(&ws.a[..n * h * w * c], n * h * w, c, &e.w, e.cout, mid);
-                    pending = Some(&e.b);
-                    (mid, e.cout)
-                }
-                None => (&ws.a[..n * h * w * c], c),
+            let mid_c = b.expand.as_ref().map_or(c, |e| e.cout);
+            let (s, cout) = (b.stride, b.project.cout);
+            let (ho, wo) = (h.div_ceil(s), w.div_ceil(s));
+            let pt = pad_before(h, s);
+            // Output rows per band (whole images when the expanded tensor is small).
+            let band = if n > 1 || h * w * mid_c <= BAND_VALUES {
+                ho
+            } else {
+                (BAND_VALUES / (w * mid_c * s)).clamp(1, ho)
             };
-            let (ho, wo) = (h.div_ceil(b.stride), w.div_ceil(b.stride));
-            let dw = grow(&mut ws.c, n * ho * wo * mid_c);
-            for (src, dst) in mid
-                .chunks_exact(h * w * mid_c)
-                .zip(dw.chunks_exact_mut(ho * wo * mid_c))
-            {
-                depthwise_3x3(
-                    src,
-                    (h, w, mid_c),
-                    b.stride,
-                    pending,
-                    &b.depthwise,
-                    dst,
-                    &mut ws.ring,
-                );
+            let whole = band == ho;
+            let out = grow(&mut ws.d, n * ho * wo * cout);
+            // Whole images: expand all `n` at once.
+            if let (true, Some(e)) = (whole, &b.expand) {
+                let mid = grow(&mut ws.b, n * h * w * mid_c);
+                pointwise(&ws.a[..n * h * w * c], n * h * w, c, &e.w, mid_c, mid);
+            }
+            let pre = b.expand.as_ref().map(|e| &e.b[..]).or(pending);
+            let dw_all = grow(&mut ws.c, if whole { n * ho } else { band } * wo * mid_c);
+            for img in 0..n {
+                let x = &ws.a[img * h * w * c..][..h * w * c];
+                ws.ring.start(w, mid_c);
+                let mut next = 0; // the next input row to expand
+                for oy0 in (0..ho).step_by(band) {
+                    let oy1 = (oy0 + band).min(ho);
+                    let hi = ((oy1 - 1) * s + 3).saturating_sub(pt).min(h);
+                    let (mid, first): (&[f32], usize) = match (&b.expand, whole) {
+                        (Some(_), true) => (&ws.b[img * h * w * mid_c..][..h * w * mid_c], 0),
+                        (Some(e), false) => {
+                            let rows = hi - next;
+                            let mid = grow(&mut ws.b, rows * w * mid_c);
+                            let x = &x[next * w * c..hi * w * c];
+                            pointwise(x, rows * w, c, &e.w, mid_c, mid);
+                            (mid, next)
+                        }
+                        (None, _) => (x, 0),
+                    };
+                    next = hi;
+                    let dw = if whole {
+                        &mut dw_all[img * ho * wo * mid_c..][..ho * wo * mid_c]
+                    } else {
+                        &mut dw_all[..(oy1 - oy0) * wo * mid_c]
+                    };
+                    let rows = oy0..oy1;
+                    let (f, ring) = (&b.depthwise, &mut ws.ring);
+                    depthwise::rows(mid, first, (h, w, mid_c), s, pre, f, rows, dw, ring);
+                    if !whole {
+                        let y =
+                            &mut out[(img * ho + oy0) * wo * cout..(img * ho + oy1) * wo * cout];
+                        pointwise(dw, (oy1 - oy0) * wo, mid_c, &b.project.w, cout, y);
+                        let residual = b.residual.then(|| &x[oy0 * wo * c..oy1 * wo * c]);
+                        bias_residual(y, &b.project.b, residual);
+                    }
+                }
+            }
+            if whole {
+                pointwise(dw_all, n * ho * wo, mid_c, &b.project.w, cout, out);
+                let residual = b.residual.then(|| &ws.a[..out.len()]);
+                bias_residual(out, &b.project.b, residual);
             }
             pending = None;
-            let cout = b.project.cout;
-            let proj = grow(&mut ws.d, n * ho * wo * cout);
-            pointwise(dw, n * ho * wo, mid_c, &b.project.w, cout, proj);
-            let residual = b.residual.then(|| &ws.a[..proj.len()]);
-            bias_residual(proj, &b.project.b, residual);
             std::mem::swap(&mut ws.a, &mut ws.d);
             (h, w, c) = (ho, wo, cout);
         }
         (h, w, c)
     }
 }
+
+/// Expanded activations (values) a fused band aims at: 384 KB, well inside a core's L2.
+const BAND_VALUES: usize = 96 * 1024;
 
 thread_local! {
     /// Each thread's activation buffers, kept between calls (no page faults on the hot path).
@@ -294,7 +330,7 @@ struct Workspace {
     d: Vec<f32>,
     col: Vec<f32>,
     late: Vec<f32>,
-    ring: Vec<f32>,
+    ring: depthwise::Ring,
 }
 
 /// TensorFlow 'SAME' padding before the first row/column for a 3-tap kernel.
@@ -386,162 +422,323 @@ fn relu6_biased(x: f32, b: f32) -> f32 {
     (x + b).clamp(0.0, 6.0)
 }
 
-/// 3x3 depthwise convolution + bias + ReLU6 of one image of `(h, w, c)` channels-last values.
-/// `pre`: the bias of a ReLU6 still to apply to each input value as it is read (see
-/// [`relu6_biased`]); the padding stays zero.
-#[allow(clippy::too_many_arguments)]
-fn depthwise_3x3(
-    input: &[f32],
-    (h, w, c): (usize, usize, usize),
-    stride: usize,
-    pre: Option<&[f32]>,
-    f: &Folded,
-    out: &mut [f32],
-    ring: &mut Vec<f32>,
-) {
-    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
-    assert!(input.len() >= h * w * c && out.len() >= ho * wo * c);
-    assert!(f.w.len() == 9 * c && f.b.len() == c && pre.is_none_or(|p| p.len() == c));
-    #[cfg(target_arch = "x86_64")]
-    {
-        if c % 16 == 0 && is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F; the asserts above bound every access.
-            unsafe { avx512::depthwise(input, (h, w, c), stride, pre, f, out, ring) };
-            return;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { depthwise_3x3_avx2(input, (h, w, c), stride, pre, f, out) };
-            return;
-        }
-    }
-    depthwise_3x3_generic(input, (h, w, c), stride, pre, f, out);
-}
-
-/// [`depthwise_3x3_generic`] compiled for AVX2 + FMA (call only where present).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_3x3_avx2(
-    input: &[f32],
-    shape: (usize, usize, usize),
-    stride: usize,
-    pre: Option<&[f32]>,
-    f: &Folded,
-    out: &mut [f32],
-) {
-    depthwise_3x3_generic(input, shape, stride, pre, f, out);
-}
-
-/// Portable [`depthwise_3x3`]: pixel by pixel, channels as the vectorised inner loop.
-#[inline(always)]
-fn depthwise_3x3_generic(
-    input: &[f32],
-    (h, w, c): (usize, usize, usize),
-    stride: usize,
-    pre: Option<&[f32]>,
-    f: &Folded,
-    out: &mut [f32],
-) {
-    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
-    let (pt, pl) = (pad_before(h, stride), pad_before(w, stride));
-    for oy in 0..ho {
-        for ox in 0..wo {
-            let acc = &mut out[(oy * wo + ox) * c..][..c];
-            acc.copy_from_slice(&f.b);
-            for ky in 0..3 {
-                let iy = (oy * stride + ky).wrapping_sub(pt);
-                if iy >= h {
-                    continue;
-                }
-                for kx in 0..3 {
-                    let ix = (ox * stride + kx).wrapping_sub(pl);
-                    if ix >= w {
-                        continue;
-                    }
-                    let src = &input[(iy * w + ix) * c..][..c];
-                    let k = &f.w[(ky * 3 + kx) * c..][..c];
-                    match pre {
-                        Some(p) => {
-                            for (((a, x), k), p) in acc.iter_mut().zip(src).zip(k).zip(p) {
-                                *a = relu6_biased(*x, *p).mul_add(*k, *a);
-                            }
-                        }
-                        None => {
-                            for ((a, x), k) in acc.iter_mut().zip(src).zip(k) {
-                                *a = x.mul_add(*k, *a);
-                            }
-                        }
-                    }
-                }
-            }
-            for a in acc.iter_mut() {
-                *a = a.clamp(0.0, 6.0);
-            }
-        }
-    }
-}
-
-/// The AVX-512 depthwise kernel.
+/// 3x3 depthwise convolution + bias + ReLU6 (TensorFlow 'SAME' padding), a band of output rows
+/// at a time.
 ///
-/// The input rows an output row needs are copied once each, read in order and with `pre`
-/// applied, into a ring of three rows that stays in L2: each ring row is laid out 16-channel
-/// slice by slice, padded with a zero column on each side. Each slice of an output row is
-/// then computed [`TILE`] pixels at a time with its 9 taps held in registers, no bounds
-/// checks, and each loaded input vector serving up to three taps.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
+/// The input rows an output row needs are copied once each, in order and with the pending
+/// ReLU6 applied, into a [`Ring`] of three rows that stays in cache: each ring row is laid out
+/// [`SLICE`] channels at a time, with a zero column on each side. Each slice of an output row
+/// is then computed with its 9 taps held in registers and no bounds checks. AVX-512 where the
+/// CPU has it (several output pixels per step, each loaded vector serving up to three taps),
+/// else portable code compiled for AVX2 + FMA where present.
+mod depthwise {
+    use std::ops::Range;
 
-    use super::{pad_before, Folded};
+    use super::{pad_before, relu6_biased, Folded};
 
-    /// Channels per vector.
-    const L: usize = 16;
-    /// Output pixels computed together.
-    const TILE: usize = 4;
+    /// Channels per ring slice (one AVX-512 vector); channel counts must be multiples of it.
+    pub(super) const SLICE: usize = 16;
 
-    /// See [`super::depthwise_3x3`]; `c` must be a multiple of 16.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn depthwise(
-        input: &[f32],
+    /// Three pre-activated input rows and a row of zeros; which input row each slot holds.
+    #[derive(Default)]
+    pub(super) struct Ring {
+        buf: Vec<f32>,
+        held: [usize; 3],
+        row_len: usize,
+    }
+
+    impl Ring {
+        /// Readies the ring for a new image of `w` columns and `c` channels.
+        pub(super) fn start(&mut self, w: usize, c: usize) {
+            self.row_len = (w + 2) * c;
+            if self.buf.len() < 4 * self.row_len {
+                self.buf.resize(4 * self.row_len, 0.0);
+            }
+            self.buf[3 * self.row_len..4 * self.row_len].fill(0.0);
+            self.held = [usize::MAX; 3];
+        }
+    }
+
+    /// Output rows `rows` (into `out`, which holds just those rows) of an image of
+    /// `(h, w, c)`. `src` holds input rows from `first` on; rows the ring already holds (from
+    /// earlier calls since [`Ring::start`]) may precede it. `pre`: the bias of a ReLU6 still to
+    /// apply to each input value (the padding stays zero).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rows(
+        src: &[f32],
+        first: usize,
         (h, w, c): (usize, usize, usize),
         stride: usize,
         pre: Option<&[f32]>,
         f: &Folded,
+        rows: Range<usize>,
         out: &mut [f32],
-        ring: &mut Vec<f32>,
+        ring: &mut Ring,
+    ) {
+        rows_with(
+            Isa::detect(),
+            src,
+            first,
+            (h, w, c),
+            stride,
+            pre,
+            f,
+            rows,
+            out,
+            ring,
+        );
+    }
+
+    /// [`rows`] with the kernels of `isa`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rows_with(
+        isa: Isa,
+        src: &[f32],
+        first: usize,
+        (h, w, c): (usize, usize, usize),
+        stride: usize,
+        pre: Option<&[f32]>,
+        f: &Folded,
+        rows: Range<usize>,
+        out: &mut [f32],
+        ring: &mut Ring,
     ) {
         let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
         let (pt, pl) = (pad_before(h, stride), pad_before(w, stride));
-        // Ring rows hold input columns -1..=w; 'SAME' padding of a 3-tap kernel never reads
-        // further out.
-        debug_assert!(pl <= 1 && (wo - 1) * stride + 2 <= w + pl);
-        let slice_len = (w + 2) * L;
-        let row_len = slice_len * (c / L);
-        if ring.len() < 4 * row_len {
-            ring.resize(4 * row_len, 0.0);
-        }
-        // Rows 0..3: the ring; row 3: zeros (rows above or below the image).
-        ring[3 * row_len..4 * row_len].fill(0.0);
-        let ring = ring.as_mut_ptr();
-        let zero = _mm512_setzero_ps();
-        let six = _mm512_set1_ps(6.0);
-        let mut held = [usize::MAX; 3];
-        for oy in 0..ho {
-            let mut rows = [ring.add(3 * row_len) as *const f32; 3];
-            for (ky, row) in rows.iter_mut().enumerate() {
+        assert!(c % SLICE == 0 && ring.row_len == (w + 2) * c && rows.end <= ho);
+        assert!(out.len() >= rows.len() * wo * c && f.w.len() == 9 * c && f.b.len() == c);
+        assert!(pre.is_none_or(|p| p.len() == c) && pl <= 1);
+        // Ring rows hold input columns -1..=w: 'SAME' padding of 3 taps never reads further.
+        assert!((wo - 1) * stride + 2 <= w + pl);
+        let row_len = ring.row_len;
+        for oy in rows.clone() {
+            let mut at = [3 * row_len; 3];
+            for (ky, at) in at.iter_mut().enumerate() {
                 let iy = (oy * stride + ky).wrapping_sub(pt);
                 if iy >= h {
                     continue;
                 }
                 let slot = iy % 3;
-                let dst = ring.add(slot * row_len);
-                if held[slot] != iy {
-                    held[slot] = iy;
-                    fill_row(input.as_ptr().add(iy * w * c), w, c, pre, dst);
+                *at = slot * row_len;
+                if ring.held[slot] != iy {
+                    let from = (iy - first) * w * c; // panics if the row is neither held nor given
+                    let row = &src[from..from + w * c];
+                    isa.fill(row, w, c, pre, &mut ring.buf[*at..*at + row_len]);
+                    ring.held[slot] = iy;
                 }
-                *row = dst;
             }
-            let dst = out.as_mut_ptr().add(oy * wo * c);
+            let ring_rows = at.map(|at| &ring.buf[at..at + row_len]);
+            let dst = &mut out[(oy - rows.start) * wo * c..][..wo * c];
+            isa.row(&ring_rows, w, c, stride, pl, f, dst);
+        }
+    }
+
+    /// A set of kernels.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Isa {
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        Portable,
+    }
+
+    impl Isa {
+        /// Every set this CPU can run, fastest first.
+        #[cfg(test)]
+        pub(super) fn supported() -> Vec<Isa> {
+            let mut all = vec![Isa::detect()];
+            #[cfg(target_arch = "x86_64")]
+            if matches!(all[0], Isa::Avx512) && is_x86_feature_detected!("fma") {
+                all.push(Isa::Avx2);
+            }
+            all.push(Isa::Portable);
+            all.dedup_by_key(|i| format!("{i:?}"));
+            all
+        }
+
+        /// The fastest set this CPU runs.
+        fn detect() -> Isa {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Portable
+        }
+
+        /// Copies input row `src` (`w` pixels of `c` channels) into ring row `dst`.
+        fn fill(self, src: &[f32], w: usize, c: usize, pre: Option<&[f32]>, dst: &mut [f32]) {
+            match self {
+                // SAFETY (both): the CPU has the features; `rows` checked every length.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::fill(src, w, c, pre, dst) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { fill_avx2(src, w, c, pre, dst) },
+                Isa::Portable => fill_portable(src, w, c, pre, dst),
+            }
+        }
+
+        /// One output row from its three ring rows.
+        #[allow(clippy::too_many_arguments)]
+        fn row(
+            self,
+            rows: &[&[f32]; 3],
+            w: usize,
+            c: usize,
+            stride: usize,
+            pl: usize,
+            f: &Folded,
+            dst: &mut [f32],
+        ) {
+            match self {
+                // SAFETY (both): the CPU has the features; `rows` checked every length.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::row(rows, w, c, stride, pl, f, dst) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { row_avx2(rows, w, c, stride, pl, f, dst) },
+                Isa::Portable => row_portable(rows, w, c, stride, pl, f, dst),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_avx2(src: &[f32], w: usize, c: usize, pre: Option<&[f32]>, dst: &mut [f32]) {
+        fill_portable(src, w, c, pre, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn row_avx2(
+        rows: &[&[f32]; 3],
+        w: usize,
+        c: usize,
+        stride: usize,
+        pl: usize,
+        f: &Folded,
+        dst: &mut [f32],
+    ) {
+        row_portable(rows, w, c, stride, pl, f, dst);
+    }
+
+    #[inline(always)]
+    fn fill_portable(src: &[f32], w: usize, c: usize, pre: Option<&[f32]>, dst: &mut [f32]) {
+        let slice_len = (w + 2) * SLICE;
+        for (s, slice) in dst.chunks_exact_mut(slice_len).enumerate() {
+            slice[..SLICE].fill(0.0);
+            slice[(w + 1) * SLICE..].fill(0.0);
+            for (ix, d) in slice[SLICE..(w + 1) * SLICE]
+                .chunks_exact_mut(SLICE)
+                .enumerate()
+            {
+                let x = &src[ix * c + s * SLICE..][..SLICE];
+                match pre {
+                    Some(p) => {
+                        let p = &p[s * SLICE..][..SLICE];
+                        for ((d, x), p) in d.iter_mut().zip(x).zip(p) {
+                            *d = relu6_biased(*x, *p);
+                        }
+                    }
+                    None => d.copy_from_slice(x),
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn row_portable(
+        rows: &[&[f32]; 3],
+        w: usize,
+        c: usize,
+        stride: usize,
+        pl: usize,
+        f: &Folded,
+        dst: &mut [f32],
+    ) {
+        let slice_len = (w + 2) * SLICE;
+        for ch in (0..c).step_by(SLICE) {
+            let off = ch / SLICE * slice_len;
+            for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
+                let mut acc = [0.0f32; SLICE];
+                acc.copy_from_slice(&f.b[ch..ch + SLICE]);
+                for (ky, row) in rows.iter().enumerate() {
+                    for kx in 0..3 {
+                        let x = &row[off + (ox * stride + kx + 1 - pl) * SLICE..][..SLICE];
+                        let k = &f.w[(ky * 3 + kx) * c + ch..][..SLICE];
+                        for ((a, x), k) in acc.iter_mut().zip(x).zip(k) {
+                            *a = x.mul_add(*k, *a);
+                        }
+                    }
+                }
+                for (d, a) in d[ch..ch + SLICE].iter_mut().zip(&acc) {
+                    *d = a.clamp(0.0, 6.0);
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 kernels ([`super::SLICE`] = one vector).
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::{Folded, SLICE as L};
+
+        /// Output pixels computed together.
+        const TILE: usize = 4;
+
+        /// See [`super::Isa::fill`]; lengths checked by the caller.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn fill(
+            src: &[f32],
+            w: usize,
+            c: usize,
+            pre: Option<&[f32]>,
+            dst: &mut [f32],
+        ) {
+            let slice_len = (w + 2) * L;
+            let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            for s in 0..c / L {
+                _mm512_storeu_ps(dst.add(s * slice_len), zero);
+                _mm512_storeu_ps(dst.add(s * slice_len + (w + 1) * L), zero);
+            }
+            for ix in 0..w {
+                let src = src.add(ix * c);
+                let dst = dst.add((ix + 1) * L);
+                for s in 0..c / L {
+                    let mut v = _mm512_loadu_ps(src.add(s * L));
+                    if let Some(p) = pre {
+                        let p = _mm512_loadu_ps(p.as_ptr().add(s * L));
+                        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, p), zero), six);
+                    }
+                    _mm512_storeu_ps(dst.add(s * slice_len), v);
+                }
+            }
+        }
+
+        /// See [`super::Isa::row`]; lengths checked by the caller.
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn row(
+            rows: &[&[f32]; 3],
+            w: usize,
+            c: usize,
+            stride: usize,
+            pl: usize,
+            f: &Folded,
+            dst: &mut [f32],
+        ) {
+            let wo = dst.len() / c;
+            let slice_len = (w + 2) * L;
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            let dst = dst.as_mut_ptr();
             for ch in (0..c).step_by(L) {
                 let mut k = [zero; 9];
                 for (t, k) in k.iter_mut().enumerate() {
@@ -549,7 +746,11 @@ mod avx512 {
                 }
                 let bias = _mm512_loadu_ps(f.b.as_ptr().add(ch));
                 let off = ch / L * slice_len;
-                let rows = rows.map(|r| r.add(off));
+                let rows = [
+                    rows[0].as_ptr().add(off),
+                    rows[1].as_ptr().add(off),
+                    rows[2].as_ptr().add(off),
+                ];
                 let dst = dst.add(ch);
                 let mut ox = 0;
                 if stride == 1 {
@@ -577,63 +778,38 @@ mod avx512 {
                 }
             }
         }
-    }
 
-    /// Copies one input row (`w` pixels of `c` channels, `pre` applied) into ring row `dst`,
-    /// 16-channel slice by slice, with a zero column before and after each slice.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn fill_row(src: *const f32, w: usize, c: usize, pre: Option<&[f32]>, dst: *mut f32) {
-        let slice_len = (w + 2) * L;
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for s in 0..c / L {
-            _mm512_storeu_ps(dst.add(s * slice_len), zero);
-            _mm512_storeu_ps(dst.add(s * slice_len + (w + 1) * L), zero);
-        }
-        for ix in 0..w {
-            let src = src.add(ix * c);
-            let dst = dst.add((ix + 1) * L);
-            for s in 0..c / L {
-                let mut v = _mm512_loadu_ps(src.add(s * L));
-                if let Some(p) = pre {
-                    let p = _mm512_loadu_ps(p.as_ptr().add(s * L));
-                    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, p), zero), six);
+        /// [`TILE`] output pixels at stride `S` from ring rows starting at padded column
+        /// `first` (`N` = the input columns they read), stored `c` floats apart.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn tile<const S: usize, const N: usize>(
+            rows: &[*const f32; 3],
+            first: usize,
+            k: &[__m512; 9],
+            bias: __m512,
+            dst: *mut f32,
+            c: usize,
+        ) {
+            let mut acc = [bias; TILE];
+            for (ky, row) in rows.iter().enumerate() {
+                let mut x = [bias; N];
+                for (j, x) in x.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(row.add((first + j) * L));
                 }
-                _mm512_storeu_ps(dst.add(s * slice_len), v);
-            }
-        }
-    }
-
-    /// [`TILE`] output pixels at stride `S` from ring rows starting at padded column `first`
-    /// (`N` = the input columns they read), stored `c` floats apart.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn tile<const S: usize, const N: usize>(
-        rows: &[*const f32; 3],
-        first: usize,
-        k: &[__m512; 9],
-        bias: __m512,
-        dst: *mut f32,
-        c: usize,
-    ) {
-        let mut acc = [bias; TILE];
-        for (ky, row) in rows.iter().enumerate() {
-            let mut x = [bias; N];
-            for (j, x) in x.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(row.add((first + j) * L));
-            }
-            for (t, acc) in acc.iter_mut().enumerate() {
-                for kx in 0..3 {
-                    *acc = _mm512_fmadd_ps(x[t * S + kx], k[ky * 3 + kx], *acc);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    for kx in 0..3 {
+                        *acc = _mm512_fmadd_ps(x[t * S + kx], k[ky * 3 + kx], *acc);
+                    }
                 }
             }
-        }
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for (t, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(
-                dst.add(t * c),
-                _mm512_min_ps(_mm512_max_ps(*acc, zero), six),
-            );
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            for (t, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(
+                    dst.add(t * c),
+                    _mm512_min_ps(_mm512_max_ps(*acc, zero), six),
+                );
+            }
         }
     }
 }
@@ -650,11 +826,12 @@ mod tests {
         assert_eq!(pad_before(56, 1), 1);
     }
 
-    /// Every path (AVX-512 where the CPU has it, AVX2, portable) against a naive f64 loop,
-    /// with and without a pending ReLU6, at both strides, odd and even sizes.
+    /// Every kernel set the CPU runs, against a naive f64 loop: with and without a pending
+    /// ReLU6, both strides, odd and even sizes, whole images and bands fed a few rows at a time.
     #[test]
     fn depthwise_matches_naive_reference() {
-        for (h, w, c) in [(5, 4, 16), (7, 7, 32), (8, 11, 48), (3, 2, 8)] {
+        use depthwise::{rows_with, Isa, Ring};
+        for (h, w, c) in [(5, 4, 16), (7, 7, 32), (8, 11, 48), (3, 2, 16), (1, 1, 16)] {
             let input: Vec<f32> = (0..h * w * c)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.7)
                 .collect();
@@ -666,49 +843,53 @@ mod tests {
                 cout: c,
             };
             let pre_bias: Vec<f32> = (0..c).map(|i| (i % 5) as f32 - 2.0).collect();
-            for (stride, pre) in [
-                (1, None),
-                (2, None),
-                (1, Some(&pre_bias[..])),
-                (2, Some(&pre_bias[..])),
-            ] {
-                let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
-                let mut fast = vec![0.0; ho * wo * c];
-                depthwise_3x3(
-                    &input,
-                    (h, w, c),
-                    stride,
-                    pre,
-                    &f,
-                    &mut fast,
-                    &mut Vec::new(),
-                );
-                let mut portable = vec![0.0; ho * wo * c];
-                depthwise_3x3_generic(&input, (h, w, c), stride, pre, &f, &mut portable);
-                let (pt, pl) = (
-                    pad_before(h, stride) as isize,
-                    pad_before(w, stride) as isize,
-                );
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        for ch in 0..c {
-                            let mut s = f.b[ch] as f64;
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let iy = (oy * stride + ky) as isize - pt;
-                                    let ix = (ox * stride + kx) as isize - pl;
-                                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                        let x = input[(iy as usize * w + ix as usize) * c + ch];
-                                        let x = pre.map_or(x, |p| relu6_biased(x, p[ch]));
-                                        s += x as f64 * f.w[(ky * 3 + kx) * c + ch] as f64;
+            for stride in [1, 2] {
+                for pre in [None, Some(&pre_bias[..])] {
+                    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+                    let (pt, pl) = (pad_before(h, stride), pad_before(w, stride));
+                    let mut want = vec![0.0f64; ho * wo * c];
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            for ch in 0..c {
+                                let mut s = f.b[ch] as f64;
+                                for ky in 0..3 {
+                                    for kx in 0..3 {
+                                        let iy = (oy * stride + ky).wrapping_sub(pt);
+                                        let ix = (ox * stride + kx).wrapping_sub(pl);
+                                        if iy < h && ix < w {
+                                            let x = input[(iy * w + ix) * c + ch];
+                                            let x = pre.map_or(x, |p| relu6_biased(x, p[ch]));
+                                            s += x as f64 * f.w[(ky * 3 + kx) * c + ch] as f64;
+                                        }
                                     }
                                 }
+                                want[(oy * wo + ox) * c + ch] = s.clamp(0.0, 6.0);
                             }
-                            let at = (oy * wo + ox) * c + ch;
-                            for got in [fast[at], portable[at]] {
+                        }
+                    }
+                    for isa in Isa::supported() {
+                        for band in [ho, 1, 2] {
+                            let mut got = vec![0.0; ho * wo * c];
+                            let mut ring = Ring::default();
+                            ring.start(w, c);
+                            // Feed each band only the input rows it adds, as `run_blocks` does.
+                            let mut next = 0;
+                            for oy0 in (0..ho).step_by(band) {
+                                let oy1 = (oy0 + band).min(ho);
+                                let hi = ((oy1 - 1) * stride + 3).saturating_sub(pt).min(h);
+                                let src = &input[next * w * c..hi * w * c];
+                                let out = &mut got[oy0 * wo * c..oy1 * wo * c];
+                                let (shape, rows) = ((h, w, c), oy0..oy1);
+                                rows_with(
+                                    isa, src, next, shape, stride, pre, &f, rows, out, &mut ring,
+                                );
+                                next = hi;
+                            }
+                            for (i, (g, v)) in got.iter().zip(&want).enumerate() {
                                 assert!(
-                                    (got as f64 - s.clamp(0.0, 6.0)).abs() < 1e-4,
-                                    "{h}x{w}x{c} stride {stride} pre {} at {oy},{ox},{ch}",
+                                    (*g as f64 - v).abs() < 1e-4,
+                                    "{isa:?} {h}x{w}x{c} stride {stride} band {band} pre {}: \
+                                     value {i} is {g}, want {v}",
                                     pre.is_some()
                                 );
                             }
