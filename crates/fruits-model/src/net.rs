@@ -223,9 +223,9 @@ impl MobileNetV2 {
     /// Runs `blocks` on `n` images of `(h, w, c)` held in `ws.a`; the result is left in `ws.a`.
     /// `pending`: the bias whose ReLU6 the input still needs (a raw GEMM output), if any.
     ///
-    /// A block whose expanded activations would not stay in L2 runs fused, one image and one
-    /// band of output rows at a time: expand only the input rows the band adds, depthwise,
-    /// project. Smaller blocks run each step on all `n` images at once (larger GEMMs).
+    /// Where the expanded activations of all `n` images would not stay in L2, a block runs
+    /// fused, one image and one band of output rows at a time: expand only the input rows the
+    /// band adds, depthwise, project. Otherwise each step runs on all `n` images at once.
     fn run_blocks<'m>(
         &'m self,
         blocks: &'m [Block],
@@ -241,7 +241,7 @@ impl MobileNetV2 {
             let (ho, wo) = (h.div_ceil(s), w.div_ceil(s));
             let pt = pad_before(h, s);
             // Output rows per band (whole images when the expanded tensor is small).
-            let band = if n > 1 || h * w * mid_c <= BAND_VALUES {
+            let band = if n * h * w * mid_c <= BAND_VALUES {
                 ho
             } else {
                 (BAND_VALUES / (w * mid_c * s)).clamp(1, ho)
