@@ -14,6 +14,7 @@
 
 use crate::weights::Tensors;
 use crate::ModelError;
+use depthwise::Source;
 
 /// Values per image the network produces (its last convolution's channels).
 pub const FEATURES: usize = 1280;
@@ -255,13 +256,14 @@ impl MobileNetV2 {
                 (BAND_VALUES / (w * mid_c * s)).clamp(1, ho)
             };
             let whole = band == ho;
+            // Expand straight into the depthwise ring where that is the faster kernel.
+            let fused = b.expand.is_some() && depthwise::expands_in_ring();
             let out = grow(&mut ws.d, n * ho * wo * cout);
             // Whole images: expand all `n` at once.
-            if let (true, Some(e)) = (whole, &b.expand) {
+            if let (true, Some(e), false) = (whole, &b.expand, fused) {
                 let mid = grow(&mut ws.b, n * h * w * mid_c);
                 pointwise(&ws.a[..n * h * w * c], n * h * w, c, &e.w, mid_c, mid);
             }
-            let pre = b.expand.as_ref().map(|e| &e.b[..]).or(pending);
             let dw_all = grow(&mut ws.c, if whole { n * ho } else { band } * wo * mid_c);
             for img in 0..n {
                 let x = &ws.a[img * h * w * c..][..h * w * c];
@@ -270,16 +272,29 @@ impl MobileNetV2 {
                 for oy0 in (0..ho).step_by(band) {
                     let oy1 = (oy0 + band).min(ho);
                     let hi = ((oy1 - 1) * s + 3).saturating_sub(pt).min(h);
-                    let (mid, first): (&[f32], usize) = match (&b.expand, whole) {
-                        (Some(_), true) => (&ws.b[img * h * w * mid_c..][..h * w * mid_c], 0),
+                    let src = match (&b.expand, whole) {
+                        (Some(e), _) if fused => Source::Expand { x, k: c, e },
+                        (Some(e), true) => Source::Rows {
+                            src: &ws.b[img * h * w * mid_c..][..h * w * mid_c],
+                            first: 0,
+                            pre: Some(&e.b),
+                        },
                         (Some(e), false) => {
                             let rows = hi - next;
                             let mid = grow(&mut ws.b, rows * w * mid_c);
                             let x = &x[next * w * c..hi * w * c];
                             pointwise(x, rows * w, c, &e.w, mid_c, mid);
-                            (mid, next)
+                            Source::Rows {
+                                src: mid,
+                                first: next,
+                                pre: Some(&e.b),
+                            }
                         }
-                        (None, _) => (x, 0),
+                        (None, _) => Source::Rows {
+                            src: x,
+                            first: 0,
+                            pre: pending,
+                        },
                     };
                     next = hi;
                     let dw = if whole {
@@ -289,7 +304,7 @@ impl MobileNetV2 {
                     };
                     let rows = oy0..oy1;
                     let (f, ring) = (&b.depthwise, &mut ws.ring);
-                    depthwise::rows(mid, first, (h, w, mid_c), s, pre, f, rows, dw, ring);
+                    depthwise::rows(src, (h, w, mid_c), s, f, rows, dw, ring);
                     if !whole {
                         let y =
                             &mut out[(img * ho + oy0) * wo * cout..(img * ho + oy1) * wo * cout];
@@ -467,45 +482,57 @@ mod depthwise {
         }
     }
 
+    /// Where the input rows of a depthwise convolution come from.
+    #[derive(Clone, Copy)]
+    pub(super) enum Source<'a> {
+        /// Input rows from `first` on (rows the ring already holds may precede it), with `pre`
+        /// the bias of a ReLU6 still to apply to each value (the padding stays zero).
+        Rows {
+            src: &'a [f32],
+            first: usize,
+            pre: Option<&'a [f32]>,
+        },
+        /// Computed row by row from the block input `x` (`k` channels per pixel) by the 1x1
+        /// expand convolution `e` and its ReLU6, straight into the ring.
+        Expand {
+            x: &'a [f32],
+            k: usize,
+            e: &'a Folded,
+        },
+    }
+
+    /// Whether this CPU computes [`Source::Expand`] faster than a GEMM followed by
+    /// [`Source::Rows`] would.
+    pub(super) fn expands_in_ring() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Isa::Avx512 = Isa::detect() {
+            return true;
+        }
+        false
+    }
+
     /// Output rows `rows` (into `out`, which holds just those rows) of an image of
-    /// `(h, w, c)`. `src` holds input rows from `first` on; rows the ring already holds (from
-    /// earlier calls since [`Ring::start`]) may precede it. `pre`: the bias of a ReLU6 still to
-    /// apply to each input value (the padding stays zero).
+    /// `(h, w, c)` read from `src`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rows(
-        src: &[f32],
-        first: usize,
+        src: Source,
         (h, w, c): (usize, usize, usize),
         stride: usize,
-        pre: Option<&[f32]>,
         f: &Folded,
         rows: Range<usize>,
         out: &mut [f32],
         ring: &mut Ring,
     ) {
-        rows_with(
-            Isa::detect(),
-            src,
-            first,
-            (h, w, c),
-            stride,
-            pre,
-            f,
-            rows,
-            out,
-            ring,
-        );
+        rows_with(Isa::detect(), src, (h, w, c), stride, f, rows, out, ring);
     }
 
     /// [`rows`] with the kernels of `isa`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rows_with(
         isa: Isa,
-        src: &[f32],
-        first: usize,
+        src: Source,
         (h, w, c): (usize, usize, usize),
         stride: usize,
-        pre: Option<&[f32]>,
         f: &Folded,
         rows: Range<usize>,
         out: &mut [f32],
@@ -515,9 +542,14 @@ mod depthwise {
         let (pt, pl) = (pad_before(h, stride), pad_before(w, stride));
         assert!(c % SLICE == 0 && ring.row_len == (w + 2) * c && rows.end <= ho);
         assert!(out.len() >= rows.len() * wo * c && f.w.len() == 9 * c && f.b.len() == c);
-        assert!(pre.is_none_or(|p| p.len() == c) && pl <= 1);
+        match src {
+            Source::Rows { pre, .. } => assert!(pre.is_none_or(|p| p.len() == c)),
+            Source::Expand { x, k, e } => {
+                assert!(x.len() >= h * w * k && e.w.len() == k * c && e.b.len() == c)
+            }
+        }
         // Ring rows hold input columns -1..=w: 'SAME' padding of 3 taps never reads further.
-        assert!((wo - 1) * stride + 2 <= w + pl);
+        assert!(pl <= 1 && (wo - 1) * stride + 2 <= w + pl);
         let row_len = ring.row_len;
         for oy in rows.clone() {
             let mut at = [3 * row_len; 3];
@@ -529,9 +561,17 @@ mod depthwise {
                 let slot = iy % 3;
                 *at = slot * row_len;
                 if ring.held[slot] != iy {
-                    let from = (iy - first) * w * c; // panics if the row is neither held nor given
-                    let row = &src[from..from + w * c];
-                    isa.fill(row, w, c, pre, &mut ring.buf[*at..*at + row_len]);
+                    let dst = &mut ring.buf[*at..*at + row_len];
+                    match src {
+                        Source::Rows { src, first, pre } => {
+                            // Panics if the row is neither held nor given.
+                            let row = &src[(iy - first) * w * c..][..w * c];
+                            isa.fill(row, w, c, pre, dst);
+                        }
+                        Source::Expand { x, k, e } => {
+                            isa.expand(&x[iy * w * k..][..w * k], w, k, e, dst)
+                        }
+                    }
                     ring.held[slot] = iy;
                 }
             }
@@ -591,6 +631,19 @@ mod depthwise {
             }
         }
 
+        /// ReLU6 of the 1x1 convolution `e` of input row `x` (`w` pixels of `k` channels)
+        /// into ring row `dst`.
+        fn expand(self, x: &[f32], w: usize, k: usize, e: &Folded, dst: &mut [f32]) {
+            match self {
+                // SAFETY: the CPU has the features; `rows` checked every length.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::expand(x, w, k, e, dst) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { expand_avx2(x, w, k, e, dst) },
+                Isa::Portable => expand_portable(x, w, k, e, dst),
+            }
+        }
+
         /// One output row from its three ring rows.
         #[allow(clippy::too_many_arguments)]
         fn row(
@@ -633,6 +686,37 @@ mod depthwise {
         dst: &mut [f32],
     ) {
         row_portable(rows, w, c, stride, pl, f, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn expand_avx2(x: &[f32], w: usize, k: usize, e: &Folded, dst: &mut [f32]) {
+        expand_portable(x, w, k, e, dst);
+    }
+
+    #[inline(always)]
+    fn expand_portable(x: &[f32], w: usize, k: usize, e: &Folded, dst: &mut [f32]) {
+        let (n, slice_len) = (e.cout, (w + 2) * SLICE);
+        for (s, slice) in dst.chunks_exact_mut(slice_len).enumerate() {
+            slice[..SLICE].fill(0.0);
+            slice[(w + 1) * SLICE..].fill(0.0);
+            let b = &e.b[s * SLICE..][..SLICE];
+            for (px, d) in x
+                .chunks_exact(k)
+                .zip(slice[SLICE..].chunks_exact_mut(SLICE))
+            {
+                let mut acc = [0.0f32; SLICE];
+                for (kk, a) in px.iter().enumerate() {
+                    let wt = &e.w[kk * n + s * SLICE..][..SLICE];
+                    for (acc, wt) in acc.iter_mut().zip(wt) {
+                        *acc = a.mul_add(*wt, *acc);
+                    }
+                }
+                for ((d, acc), b) in d.iter_mut().zip(&acc).zip(b) {
+                    *d = relu6_biased(*acc, *b);
+                }
+            }
+        }
     }
 
     #[inline(always)]
@@ -727,6 +811,97 @@ mod depthwise {
                         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, p), zero), six);
                     }
                     _mm512_storeu_ps(dst.add(s * slice_len), v);
+                }
+            }
+        }
+
+        /// See [`super::Isa::expand`]; lengths checked by the caller. Register blocks of
+        /// [`PIXELS`] pixels x 48 channels: each weight vector serves every pixel of the block,
+        /// each input value is broadcast to all channels.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn expand(x: &[f32], w: usize, k: usize, e: &Folded, dst: &mut [f32]) {
+            let (n, slice_len) = (e.cout, (w + 2) * L);
+            let (x, dst) = (x.as_ptr(), dst.as_mut_ptr());
+            let zero = _mm512_setzero_ps();
+            for s in 0..n / L {
+                _mm512_storeu_ps(dst.add(s * slice_len), zero);
+                _mm512_storeu_ps(dst.add(s * slice_len + (w + 1) * L), zero);
+            }
+            let mut s = 0;
+            while s < n / L {
+                let (wt, b) = (e.w.as_ptr().add(s * L), e.b.as_ptr().add(s * L));
+                let d = dst.add(s * slice_len + L);
+                if s + 3 <= n / L {
+                    expand_slices::<3>(x, w, k, wt, n, b, d, slice_len);
+                    s += 3;
+                } else {
+                    expand_slices::<1>(x, w, k, wt, n, b, d, slice_len);
+                    s += 1;
+                }
+            }
+        }
+
+        /// Pixels per register block of [`expand`]: 7 divides every MobileNetV2 width, and
+        /// 7 pixels x 3 slices (every expanded width is a multiple of 48) fill the registers.
+        const PIXELS: usize = 7;
+
+        /// `S` slices of [`expand`] for all `w` pixels: blocks of [`PIXELS`], then single ones.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn expand_slices<const S: usize>(
+            x: *const f32,
+            w: usize,
+            k: usize,
+            wt: *const f32,
+            n: usize,
+            b: *const f32,
+            dst: *mut f32,
+            slice_len: usize,
+        ) {
+            let mut p = 0;
+            while p + PIXELS <= w {
+                expand_block::<PIXELS, S>(x.add(p * k), k, wt, n, b, dst.add(p * L), slice_len);
+                p += PIXELS;
+            }
+            while p < w {
+                expand_block::<1, S>(x.add(p * k), k, wt, n, b, dst.add(p * L), slice_len);
+                p += 1;
+            }
+        }
+
+        /// `P` pixels x `S` slices: ReLU6(x · wt + b), stored slice by slice.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn expand_block<const P: usize, const S: usize>(
+            x: *const f32,
+            k: usize,
+            wt: *const f32,
+            n: usize,
+            b: *const f32,
+            dst: *mut f32,
+            slice_len: usize,
+        ) {
+            let zero = _mm512_setzero_ps();
+            let mut acc = [[zero; S]; P];
+            for kk in 0..k {
+                let mut wv = [zero; S];
+                for (j, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm512_loadu_ps(wt.add(kk * n + j * L));
+                }
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*x.add(p * k + kk));
+                    for (acc, wv) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm512_fmadd_ps(a, *wv, *acc);
+                    }
+                }
+            }
+            let six = _mm512_set1_ps(6.0);
+            for j in 0..S {
+                let bias = _mm512_loadu_ps(b.add(j * L));
+                for (p, acc) in acc.iter().enumerate() {
+                    let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[j], bias), zero), six);
+                    _mm512_storeu_ps(dst.add(j * slice_len + p * L), v);
                 }
             }
         }
@@ -838,7 +1013,7 @@ mod tests {
     /// ReLU6, both strides, odd and even sizes, whole images and bands fed a few rows at a time.
     #[test]
     fn depthwise_matches_naive_reference() {
-        use depthwise::{rows_with, Isa, Ring};
+        use depthwise::{rows_with, Isa, Ring, Source};
         for (h, w, c) in [(5, 4, 16), (7, 7, 32), (8, 11, 48), (3, 2, 16), (1, 1, 16)] {
             let input: Vec<f32> = (0..h * w * c)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.7)
@@ -885,12 +1060,14 @@ mod tests {
                             for oy0 in (0..ho).step_by(band) {
                                 let oy1 = (oy0 + band).min(ho);
                                 let hi = ((oy1 - 1) * stride + 3).saturating_sub(pt).min(h);
-                                let src = &input[next * w * c..hi * w * c];
+                                let src = Source::Rows {
+                                    src: &input[next * w * c..hi * w * c],
+                                    first: next,
+                                    pre,
+                                };
                                 let out = &mut got[oy0 * wo * c..oy1 * wo * c];
                                 let (shape, rows) = ((h, w, c), oy0..oy1);
-                                rows_with(
-                                    isa, src, next, shape, stride, pre, &f, rows, out, &mut ring,
-                                );
+                                rows_with(isa, src, shape, stride, &f, rows, out, &mut ring);
                                 next = hi;
                             }
                             for (i, (g, v)) in got.iter().zip(&want).enumerate() {
@@ -902,6 +1079,64 @@ mod tests {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Expanding straight into the ring equals the GEMM, then filling with its ReLU6.
+    #[test]
+    fn depthwise_from_expand_matches_gemm_then_fill() {
+        use depthwise::{rows_with, Isa, Ring, Source};
+        // Widths and channels cover whole register blocks and the single-pixel/slice rest.
+        for (h, w, k, c) in [
+            (4, 30, 24, 64),
+            (7, 7, 16, 48),
+            (3, 2, 8, 16),
+            (2, 14, 5, 96),
+        ] {
+            let x: Vec<f32> = (0..h * w * k)
+                .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.3)
+                .collect();
+            let e = Folded {
+                w: (0..k * c)
+                    .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.25)
+                    .collect(),
+                b: (0..c).map(|i| (i % 4) as f32 - 1.5).collect(),
+                cout: c,
+            };
+            let f = Folded {
+                w: (0..9 * c)
+                    .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
+                    .collect(),
+                b: (0..c).map(|i| i as f32 * 0.05).collect(),
+                cout: c,
+            };
+            let mut mid = vec![0.0; h * w * c];
+            pointwise(&x, h * w, k, &e.w, c, &mut mid);
+            for stride in [1, 2] {
+                let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+                let mut want = vec![0.0; ho * wo * c];
+                let mut ring = Ring::default();
+                ring.start(w, c);
+                let src = Source::Rows {
+                    src: &mid,
+                    first: 0,
+                    pre: Some(&e.b),
+                };
+                let isa = Isa::supported()[0];
+                rows_with(isa, src, (h, w, c), stride, &f, 0..ho, &mut want, &mut ring);
+                for isa in Isa::supported() {
+                    let mut got = vec![0.0; ho * wo * c];
+                    ring.start(w, c);
+                    let src = Source::Expand { x: &x, k, e: &e };
+                    rows_with(isa, src, (h, w, c), stride, &f, 0..ho, &mut got, &mut ring);
+                    for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - v).abs() < 1e-4,
+                            "{isa:?} {h}x{w}x{k}->{c} s{stride}: {i}: {g} vs {v}"
+                        );
                     }
                 }
             }
