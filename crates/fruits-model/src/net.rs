@@ -308,16 +308,14 @@ impl MobileNetV2 {
                     if !whole {
                         let y =
                             &mut out[(img * ho + oy0) * wo * cout..(img * ho + oy1) * wo * cout];
-                        pointwise(dw, (oy1 - oy0) * wo, mid_c, &b.project.w, cout, y);
                         let residual = b.residual.then(|| &x[oy0 * wo * c..oy1 * wo * c]);
-                        bias_residual(y, &b.project.b, residual);
+                        project(dw, (oy1 - oy0) * wo, mid_c, &b.project, residual, y);
                     }
                 }
             }
             if whole {
-                pointwise(dw_all, n * ho * wo, mid_c, &b.project.w, cout, out);
                 let residual = b.residual.then(|| &ws.a[..out.len()]);
-                bias_residual(out, &b.project.b, residual);
+                project(dw_all, n * ho * wo, mid_c, &b.project, residual, out);
             }
             pending = None;
             std::mem::swap(&mut ws.a, &mut ws.d);
@@ -433,6 +431,151 @@ fn bias_residual(out: &mut [f32], b: &[f32], residual: Option<&[f32]>) {
             for row in out.chunks_exact_mut(b.len()) {
                 for (o, bias) in row.iter_mut().zip(b) {
                     *o += bias;
+                }
+            }
+        }
+    }
+}
+
+/// `out[m, n] = input[m, k] · f.w + f.b (+ residual)`: a block's linear projection, with its
+/// epilogue in the kernel's store on AVX-512.
+fn project(
+    input: &[f32],
+    m: usize,
+    k: usize,
+    f: &Folded,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let n = f.cout;
+    assert!(input.len() >= m * k && f.w.len() == k * n && f.b.len() == n && out.len() >= m * n);
+    assert!(residual.is_none_or(|r| r.len() >= m * n));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; the asserts above bound every access.
+        unsafe { project_avx512::project(input, m, k, f, residual, out) };
+        return;
+    }
+    pointwise(input, m, k, &f.w, n, out);
+    bias_residual(&mut out[..m * n], &f.b, residual);
+}
+
+/// The AVX-512 [`project`]: register blocks of 7 pixels x 48 channels (as the depthwise
+/// module's expand kernel), masked where the channels are not a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+mod project_avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Folded;
+
+    /// Channels per vector.
+    const L: usize = 16;
+    /// Pixels per register block.
+    const PIXELS: usize = 7;
+
+    /// See [`super::project`]; lengths checked by the caller.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn project(
+        input: &[f32],
+        m: usize,
+        k: usize,
+        f: &Folded,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let n = f.cout;
+        let slices = n.div_ceil(L);
+        let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        let (x, dst) = (input.as_ptr(), out.as_mut_ptr());
+        let mut s = 0;
+        while s < slices {
+            let g = Group {
+                x,
+                m,
+                k,
+                w: f.w.as_ptr(),
+                b: f.b.as_ptr(),
+                n,
+                res,
+                dst,
+                s,
+            };
+            s += match slices - s {
+                1 => g.run::<1>(),
+                2 | 4 => g.run::<2>(),
+                _ => g.run::<3>(),
+            };
+        }
+    }
+
+    /// Slices `s..s + S` of the output for all `m` pixels.
+    struct Group {
+        x: *const f32,
+        m: usize,
+        k: usize,
+        w: *const f32,
+        b: *const f32,
+        n: usize,
+        res: *const f32,
+        dst: *mut f32,
+        s: usize,
+    }
+
+    impl Group {
+        /// Runs `S` slices; returns `S`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn run<const S: usize>(&self) -> usize {
+            let mut masks = [0u16; S];
+            for (j, mask) in masks.iter_mut().enumerate() {
+                let rest = self.n - (self.s + j) * L;
+                *mask = if rest >= L {
+                    u16::MAX
+                } else {
+                    (1u16 << rest) - 1
+                };
+            }
+            let mut p = 0;
+            while p + PIXELS <= self.m {
+                self.block::<PIXELS, S>(p, &masks);
+                p += PIXELS;
+            }
+            while p < self.m {
+                self.block::<1, S>(p, &masks);
+                p += 1;
+            }
+            S
+        }
+
+        /// Pixels `p0..p0 + P` x `S` slices.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn block<const P: usize, const S: usize>(&self, p0: usize, masks: &[u16; S]) {
+            let (k, n, c0) = (self.k, self.n, self.s * L);
+            let x = self.x.add(p0 * k);
+            let zero = _mm512_setzero_ps();
+            let mut acc = [[zero; S]; P];
+            for kk in 0..k {
+                let mut wv = [zero; S];
+                for (j, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm512_maskz_loadu_ps(masks[j], self.w.add(kk * n + c0 + j * L));
+                }
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*x.add(p * k + kk));
+                    for (acc, wv) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm512_fmadd_ps(a, *wv, *acc);
+                    }
+                }
+            }
+            for (j, &mask) in masks.iter().enumerate() {
+                let bias = _mm512_maskz_loadu_ps(mask, self.b.add(c0 + j * L));
+                for (p, acc) in acc.iter().enumerate() {
+                    let at = (p0 + p) * n + c0 + j * L;
+                    let mut v = _mm512_add_ps(acc[j], bias);
+                    if !self.res.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, self.res.add(at)));
+                    }
+                    _mm512_mask_storeu_ps(self.dst.add(at), mask, v);
                 }
             }
         }
@@ -1139,6 +1282,46 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The projection kernel equals GEMM + bias (+ residual), for channel counts that are and
+    /// are not multiples of 16 and pixel counts that are and are not multiples of 7.
+    #[test]
+    fn project_matches_gemm_and_epilogue() {
+        for (m, k, n) in [
+            (15, 24, 24),
+            (14, 40, 64),
+            (3, 16, 96),
+            (8, 9, 160),
+            (7, 5, 8),
+            (22, 7, 320),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.3)
+                .collect();
+            let f = Folded {
+                w: (0..k * n)
+                    .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.25)
+                    .collect(),
+                b: (0..n).map(|i| (i % 4) as f32 - 1.5).collect(),
+                cout: n,
+            };
+            let r: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 * 0.5).collect();
+            for residual in [None, Some(&r[..])] {
+                let mut want = vec![0.0; m * n];
+                pointwise(&x, m, k, &f.w, n, &mut want);
+                bias_residual(&mut want, &f.b, residual);
+                let mut got = vec![f32::NAN; m * n + 5];
+                project(&x, m, k, &f, residual, &mut got);
+                for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - v).abs() < 1e-4, "{m}x{k}->{n}: {i}: {g} vs {v}");
+                }
+                assert!(
+                    got[m * n..].iter().all(|v| v.is_nan()),
+                    "wrote past the output"
+                );
             }
         }
     }
