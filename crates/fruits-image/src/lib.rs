@@ -457,7 +457,6 @@ pub fn resize_bicubic(img: &RgbImage, width: usize, height: usize) -> RgbImage {
     let vert = coefficients(img.height, height);
     let need_horizontal = width != img.width;
     let need_vertical = height != img.height;
-    let half = 1i32 << (PRECISION_BITS - 1);
 
     // Horizontal pass over the rows the vertical pass will read.
     let (first_row, temp, temp_width) = if need_horizontal {
