@@ -148,6 +148,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "end_to_end_images": end_to_end.as_ref().map(|s| s.images),
             "end_to_end_images_per_second": e2e_ips,
             "end_to_end_seconds": end_to_end.as_ref().map(|s| &s.seconds),
+            "end_to_end_vs_model_alone": e2e_ips.map(|e| e / model_ips),
             "peak_rss_bytes": peak,
         });
         println!("{obj}");
@@ -158,9 +159,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("model alone              {model_ips:>9.1} images/s");
         if let Some(s) = &end_to_end {
             println!(
-                "end to end ({} images) {:>9.1} images/s",
+                "end to end ({} images) {:>9.1} images/s ({:.0} % of the model alone)",
                 s.images,
-                s.images_per_second()
+                s.images_per_second(),
+                100.0 * s.images_per_second() / model_ips
             );
         }
         if let Some(p) = peak {
