@@ -1,12 +1,13 @@
 //! The Parquet sink: one part file per partition, streamed to the store.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use fruits_store::Location;
 use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::EngineError;
 
@@ -29,10 +30,19 @@ impl PartWriter {
     ) -> Result<PartWriter, EngineError> {
         let path = location.child(rel);
         let uri = location.uri_of(&path);
-        let props = WriterProperties::builder()
+        // Dictionaries pay off for the repeated strings (labels), not for the feature floats,
+        // where the writer would build one per page only to give it up.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_dictionary_enabled(false);
+        for field in schema.fields() {
+            if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+                let column = ColumnPath::new(vec![field.name().clone()]);
+                props = props.set_column_dictionary_enabled(column, true);
+            }
+        }
+        let props = props.build();
         let object = BufWriter::new(location.store().clone(), path);
         let writer = AsyncArrowWriter::try_new(object, schema, Some(props)).map_err(|source| {
             EngineError::Parquet {

@@ -227,12 +227,9 @@ impl ScalarUDFImpl for PcaProject {
         let (dim, k) = (self.model.dim(), self.model.k());
         let mut out =
             ListBuilder::with_capacity(Float32Builder::with_capacity(lists.len() * k), lists.len());
-        let mut y = vec![0.0f32; k];
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
-                out.append(false);
-                continue;
-            }
+        // The non-null rows, checked and gathered, projected as one matrix product.
+        let mut rows = Vec::with_capacity(lists.len() * dim);
+        for i in (0..lists.len()).filter(|&i| !lists.is_null(i)) {
             let row = lists.value(i);
             let row = row
                 .as_primitive_opt::<arrow::datatypes::Float32Type>()
@@ -246,8 +243,19 @@ impl ScalarUDFImpl for PcaProject {
                     row.null_count()
                 )));
             }
-            self.model.project(row.values(), &mut y);
-            out.values().append_slice(&y);
+            rows.extend_from_slice(row.values());
+        }
+        let mut y = vec![0.0f32; rows.len() / dim.max(1) * k];
+        self.model.project_rows(&rows, &mut y);
+        let mut projected = y.chunks_exact(k.max(1));
+        for i in 0..lists.len() {
+            if lists.is_null(i) {
+                out.append(false);
+                continue;
+            }
+            if let (true, Some(y)) = (k > 0, projected.next()) {
+                out.values().append_slice(y);
+            }
             out.append(true);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))

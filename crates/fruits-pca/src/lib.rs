@@ -235,21 +235,65 @@ impl PcaModel {
     /// # Panics
     /// If `row` is not `dim` long or `out` not `k` long.
     pub fn project(&self, row: &[f32], out: &mut [f32]) {
-        assert_eq!(row.len(), self.dim());
-        assert_eq!(out.len(), self.k());
-        let z: Vec<f64> = row
-            .iter()
-            .zip(self.mean.iter().zip(&self.std))
-            .map(|(&x, (m, s))| {
-                if *s > 0.0 {
-                    (f64::from(x) - m) / s
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        for (o, c) in out.iter_mut().zip(&self.components) {
-            *o = c.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>() as f32;
+        self.project_rows(row, out);
+    }
+
+    /// [`project`](Self::project) for many rows at once (`rows`: `n * dim` values, `out`:
+    /// `n * k`), as one matrix product.
+    ///
+    /// # Panics
+    /// If `rows` is not whole rows of `dim` values or `out` not `k` values for each.
+    pub fn project_rows(&self, rows: &[f32], out: &mut [f32]) {
+        let (dim, k) = (self.dim(), self.k());
+        let n = rows.len() / dim.max(1);
+        assert_eq!(rows.len(), n * dim, "rows of {dim} values");
+        assert_eq!(out.len(), n * k, "{k} values out per row");
+        if n == 0 || k == 0 {
+            return;
+        }
+        let mut z = Vec::with_capacity(n * dim);
+        for row in rows.chunks_exact(dim) {
+            z.extend(
+                row.iter()
+                    .zip(self.mean.iter().zip(&self.std))
+                    .map(|(&x, (m, s))| {
+                        if *s > 0.0 {
+                            (f64::from(x) - m) / s
+                        } else {
+                            0.0
+                        }
+                    }),
+            );
+        }
+        let components: Vec<f64> = self.components.iter().flatten().copied().collect();
+        let mut y = vec![0.0f64; n * k];
+        // SAFETY: y is n x k (row stride k), z is n x dim (row stride dim), and the rhs reads
+        // `components` ([k, dim] row-major) as its transpose, dim x k: every index is in bounds.
+        unsafe {
+            gemm::gemm(
+                n,
+                k,
+                dim,
+                y.as_mut_ptr(),
+                1,
+                k as isize,
+                false,
+                z.as_ptr(),
+                1,
+                dim as isize,
+                components.as_ptr(),
+                dim as isize,
+                1,
+                0.0f64,
+                1.0f64,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (o, y) in out.iter_mut().zip(&y) {
+            *o = *y as f32;
         }
     }
 
@@ -469,6 +513,30 @@ mod tests {
         m.project(&x[..3], &mut a);
         round.project(&x[..3], &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn projecting_many_rows_equals_the_formula_row_by_row() {
+        let dim = 6;
+        let mut x = rows(40, dim, 3);
+        for r in x.chunks_exact_mut(dim) {
+            r[4] = 7.0; // a constant feature projects as 0
+        }
+        let mut s = PartialSums::new(dim);
+        s.add_rows(&x);
+        let m = fit(&s, Components::K(3)).unwrap();
+        let mut got = vec![0.0f32; 40 * 3];
+        m.project_rows(&x, &mut got);
+        for (row, got) in x.chunks_exact(dim).zip(got.chunks_exact(3)) {
+            for (j, c) in m.components.iter().enumerate() {
+                let want: f64 = (0..dim)
+                    .filter(|&d| m.std[d] > 0.0)
+                    .map(|d| (f64::from(row[d]) - m.mean[d]) / m.std[d] * c[d])
+                    .sum();
+                assert!((f64::from(got[j]) - want).abs() < 1e-5 * want.abs().max(1.0));
+            }
+        }
+        m.project_rows(&[], &mut []);
     }
 
     #[test]
