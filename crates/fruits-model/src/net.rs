@@ -14,7 +14,7 @@
 
 use crate::weights::Tensors;
 use crate::ModelError;
-use depthwise::Source;
+use depthwise::{Isa, Source};
 
 /// Values per image the network produces (its last convolution's channels).
 pub const FEATURES: usize = 1280;
@@ -244,6 +244,7 @@ impl MobileNetV2 {
         ws: &mut Workspace,
     ) -> (usize, usize, usize) {
         let (mut h, mut w, mut c) = shape;
+        let isa = ws.isa;
         for b in blocks {
             let mid_c = b.expand.as_ref().map_or(c, |e| e.cout);
             let (s, cout) = (b.stride, b.project.cout);
@@ -257,7 +258,7 @@ impl MobileNetV2 {
             };
             let whole = band == ho;
             // Expand straight into the depthwise ring where that is the faster kernel.
-            let fused = b.expand.is_some() && depthwise::expands_in_ring();
+            let fused = b.expand.is_some() && isa.expands_in_ring();
             let out = grow(&mut ws.d, n * ho * wo * cout);
             // Whole images: expand all `n` at once.
             if let (true, Some(e), false) = (whole, &b.expand, fused) {
@@ -304,18 +305,18 @@ impl MobileNetV2 {
                     };
                     let rows = oy0..oy1;
                     let (f, ring) = (&b.depthwise, &mut ws.ring);
-                    depthwise::rows(src, (h, w, mid_c), s, f, rows, dw, ring);
+                    depthwise::rows(isa, src, (h, w, mid_c), s, f, rows, dw, ring);
                     if !whole {
                         let y =
                             &mut out[(img * ho + oy0) * wo * cout..(img * ho + oy1) * wo * cout];
                         let residual = b.residual.then(|| &x[oy0 * wo * c..oy1 * wo * c]);
-                        project(dw, (oy1 - oy0) * wo, mid_c, &b.project, residual, y);
+                        project(isa, dw, (oy1 - oy0) * wo, mid_c, &b.project, residual, y);
                     }
                 }
             }
             if whole {
                 let residual = b.residual.then(|| &ws.a[..out.len()]);
-                project(dw_all, n * ho * wo, mid_c, &b.project, residual, out);
+                project(isa, dw_all, n * ho * wo, mid_c, &b.project, residual, out);
             }
             pending = None;
             std::mem::swap(&mut ws.a, &mut ws.d);
@@ -352,6 +353,14 @@ struct Workspace {
     col: Vec<f32>,
     late: Vec<f32>,
     ring: depthwise::Ring,
+    /// The kernels this thread runs.
+    isa: Isa,
+}
+
+impl Default for Isa {
+    fn default() -> Isa {
+        Isa::detect()
+    }
 }
 
 /// TensorFlow 'SAME' padding before the first row/column for a 3-tap kernel.
@@ -438,8 +447,9 @@ fn bias_residual(out: &mut [f32], b: &[f32], residual: Option<&[f32]>) {
 }
 
 /// `out[m, n] = input[m, k] · f.w + f.b (+ residual)`: a block's linear projection, with its
-/// epilogue in the kernel's store on AVX-512.
+/// epilogue in the kernel's store where `isa` is AVX-512.
 fn project(
+    isa: Isa,
     input: &[f32],
     m: usize,
     k: usize,
@@ -451,11 +461,12 @@ fn project(
     assert!(input.len() >= m * k && f.w.len() == k * n && f.b.len() == n && out.len() >= m * n);
     assert!(residual.is_none_or(|r| r.len() >= m * n));
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; the asserts above bound every access.
+    if let Isa::Avx512 = isa {
+        // SAFETY: `isa` is one the CPU runs; the asserts above bound every access.
         unsafe { project_avx512::project(input, m, k, f, residual, out) };
         return;
     }
+    let _ = isa;
     pointwise(input, m, k, &f.w, n, out);
     bias_residual(&mut out[..m * n], &f.b, residual);
 }
@@ -644,34 +655,10 @@ mod depthwise {
         },
     }
 
-    /// Whether this CPU computes [`Source::Expand`] faster than a GEMM followed by
-    /// [`Source::Rows`] would.
-    pub(super) fn expands_in_ring() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if let Isa::Avx512 = Isa::detect() {
-            return true;
-        }
-        false
-    }
-
     /// Output rows `rows` (into `out`, which holds just those rows) of an image of
-    /// `(h, w, c)` read from `src`.
+    /// `(h, w, c)` read from `src`, with the kernels of `isa`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rows(
-        src: Source,
-        (h, w, c): (usize, usize, usize),
-        stride: usize,
-        f: &Folded,
-        rows: Range<usize>,
-        out: &mut [f32],
-        ring: &mut Ring,
-    ) {
-        rows_with(Isa::detect(), src, (h, w, c), stride, f, rows, out, ring);
-    }
-
-    /// [`rows`] with the kernels of `isa`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn rows_with(
         isa: Isa,
         src: Source,
         (h, w, c): (usize, usize, usize),
@@ -725,7 +712,7 @@ mod depthwise {
     }
 
     /// A set of kernels.
-    #[derive(Clone, Copy, Debug)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
     pub(super) enum Isa {
         #[cfg(target_arch = "x86_64")]
         Avx512,
@@ -748,8 +735,18 @@ mod depthwise {
             all
         }
 
+        /// Whether [`Source::Expand`] is faster with these kernels than a GEMM followed by
+        /// [`Source::Rows`].
+        pub(super) fn expands_in_ring(self) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            if let Isa::Avx512 = self {
+                return true;
+            }
+            false
+        }
+
         /// The fastest set this CPU runs.
-        fn detect() -> Isa {
+        pub(super) fn detect() -> Isa {
             #[cfg(target_arch = "x86_64")]
             {
                 if is_x86_feature_detected!("avx512f") {
@@ -1156,7 +1153,7 @@ mod tests {
     /// ReLU6, both strides, odd and even sizes, whole images and bands fed a few rows at a time.
     #[test]
     fn depthwise_matches_naive_reference() {
-        use depthwise::{rows_with, Isa, Ring, Source};
+        use depthwise::{rows, Isa, Ring, Source};
         for (h, w, c) in [(5, 4, 16), (7, 7, 32), (8, 11, 48), (3, 2, 16), (1, 1, 16)] {
             let input: Vec<f32> = (0..h * w * c)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.7)
@@ -1209,8 +1206,8 @@ mod tests {
                                     pre,
                                 };
                                 let out = &mut got[oy0 * wo * c..oy1 * wo * c];
-                                let (shape, rows) = ((h, w, c), oy0..oy1);
-                                rows_with(isa, src, shape, stride, &f, rows, out, &mut ring);
+                                let (shape, range) = ((h, w, c), oy0..oy1);
+                                rows(isa, src, shape, stride, &f, range, out, &mut ring);
                                 next = hi;
                             }
                             for (i, (g, v)) in got.iter().zip(&want).enumerate() {
@@ -1231,7 +1228,7 @@ mod tests {
     /// Expanding straight into the ring equals the GEMM, then filling with its ReLU6.
     #[test]
     fn depthwise_from_expand_matches_gemm_then_fill() {
-        use depthwise::{rows_with, Isa, Ring, Source};
+        use depthwise::{rows, Isa, Ring, Source};
         // Widths and channels cover whole register blocks and the single-pixel/slice rest.
         for (h, w, k, c) in [
             (4, 30, 24, 64),
@@ -1269,12 +1266,12 @@ mod tests {
                     pre: Some(&e.b),
                 };
                 let isa = Isa::supported()[0];
-                rows_with(isa, src, (h, w, c), stride, &f, 0..ho, &mut want, &mut ring);
+                rows(isa, src, (h, w, c), stride, &f, 0..ho, &mut want, &mut ring);
                 for isa in Isa::supported() {
                     let mut got = vec![0.0; ho * wo * c];
                     ring.start(w, c);
                     let src = Source::Expand { x: &x, k, e: &e };
-                    rows_with(isa, src, (h, w, c), stride, &f, 0..ho, &mut got, &mut ring);
+                    rows(isa, src, (h, w, c), stride, &f, 0..ho, &mut got, &mut ring);
                     for (i, (g, v)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - v).abs() < 1e-4,
@@ -1314,7 +1311,12 @@ mod tests {
                 pointwise(&x, m, k, &f.w, n, &mut want);
                 bias_residual(&mut want, &f.b, residual);
                 let mut got = vec![f32::NAN; m * n + 5];
-                project(&x, m, k, &f, residual, &mut got);
+                project(Isa::Portable, &x, m, k, &f, residual, &mut got);
+                let mut fast = vec![f32::NAN; m * n + 5];
+                project(Isa::detect(), &x, m, k, &f, residual, &mut fast);
+                for (a, b) in got.iter().zip(&fast).take(m * n) {
+                    assert!((a - b).abs() < 1e-4, "{m}x{k}->{n}: {a} vs {b}");
+                }
                 for (i, (g, v)) in got.iter().zip(&want).enumerate() {
                     assert!((g - v).abs() < 1e-4, "{m}x{k}->{n}: {i}: {g} vs {v}");
                 }
@@ -1322,6 +1324,39 @@ mod tests {
                     got[m * n..].iter().all(|v| v.is_nan()),
                     "wrote past the output"
                 );
+            }
+        }
+    }
+
+    /// The whole network gives the same features with every kernel set the CPU runs (the
+    /// fused AVX-512 path and the GEMM + ring path of other CPUs).
+    #[test]
+    fn every_kernel_set_gives_the_same_features() {
+        let dir = tempfile::tempdir().unwrap();
+        fruits_testkit::synthetic_weights(dir.path(), 3);
+        let net = MobileNetV2::from_tensors(&Tensors::read(dir.path()).unwrap()).unwrap();
+        let x: Vec<f32> = (0..2 * INPUT_LEN)
+            .map(|i| ((i * 7919 % 255) as f32 / 127.5) - 1.0)
+            .collect();
+        let mut first: Option<Vec<f32>> = None;
+        for isa in Isa::supported() {
+            let mut ws = Workspace {
+                isa,
+                ..Workspace::default()
+            };
+            let mut y = vec![0.0f32; 2 * FEATURES];
+            net.forward_chunk(&x, &mut y, &mut ws);
+            assert!(y.iter().any(|v| *v != 0.0), "{isa:?}: all zero");
+            match &first {
+                None => first = Some(y),
+                Some(f) => {
+                    for (a, b) in y.iter().zip(f) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                            "{isa:?}: {a} vs {b}"
+                        );
+                    }
+                }
             }
         }
     }
