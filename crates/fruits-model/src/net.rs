@@ -3,9 +3,11 @@
 //! NHWC `f32`, batch norm folded into each convolution, TensorFlow's asymmetric 'SAME' padding
 //! for stride 2. Where the time goes and what keeps it short:
 //!
-//! * 1x1 convolutions (~90 % of the FLOPs) are GEMMs (`gemm` crate, runtime-dispatched SIMD,
-//!   near the core's FMA peak). A ReLU6 GEMM's bias and clamp are applied by its consumer
-//!   as it reads the values (depthwise or pool), not in a pass of their own.
+//! * 1x1 convolutions (~90 % of the FLOPs) run near the core's FMA peak. On AVX-512, a
+//!   block's expand convolution writes straight into the depthwise ring and its projection
+//!   adds bias and residual in its store (register blocks of 7 pixels x 48 channels, see
+//!   [`project_avx512`]); elsewhere, and for the stem and head, they are `gemm` crate GEMMs
+//!   whose ReLU6 is applied by the consumer as it reads (depthwise or pool).
 //! * 3x3 depthwise convolutions read three pre-activated input rows from a small ring with
 //!   the taps held in registers (AVX-512, or portable code; see [`depthwise`]).
 //! * Blocks run fused in bands of rows (expand, depthwise, project), so the large expanded
