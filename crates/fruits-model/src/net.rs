@@ -6,7 +6,7 @@
 //! * 1x1 convolutions (~90 % of the FLOPs) run near the core's FMA peak. On AVX-512, a
 //!   block's expand convolution writes straight into the depthwise ring and its projection
 //!   adds bias and residual in its store (register blocks of 7 pixels x 48 channels, see
-//!   [`project_avx512`]); elsewhere, and for the stem and head, they are `gemm` crate GEMMs
+//!   [`pointwise_avx512`]); elsewhere, and for the stem and head, they are `gemm` crate GEMMs
 //!   whose ReLU6 is applied by the consumer as it reads (depthwise or pool).
 //! * 3x3 depthwise convolutions read three pre-activated input rows from a small ring with
 //!   the taps held in registers (AVX-512, or portable code; see [`depthwise`]).
@@ -464,8 +464,15 @@ fn project(
     assert!(residual.is_none_or(|r| r.len() >= m * n));
     #[cfg(target_arch = "x86_64")]
     if let Isa::Avx512 = isa {
+        let out = pointwise_avx512::Out {
+            dst: out.as_mut_ptr(),
+            pixel_stride: n,
+            slice_stride: 16,
+            residual: residual.map_or(std::ptr::null(), |r| r.as_ptr()),
+            relu6: false,
+        };
         // SAFETY: `isa` is one the CPU runs; the asserts above bound every access.
-        unsafe { project_avx512::project(input, m, k, f, residual, out) };
+        unsafe { pointwise_avx512::run(input.as_ptr(), m, k, f, &out) };
         return;
     }
     let _ = isa;
@@ -473,46 +480,42 @@ fn project(
     bias_residual(&mut out[..m * n], &f.b, residual);
 }
 
-/// The AVX-512 [`project`]: register blocks of 7 pixels x 48 channels (as the depthwise
-/// module's expand kernel), masked where the channels are not a multiple of 16.
+/// The AVX-512 1x1 convolution kernel behind [`project`] and the depthwise module's expand:
+/// register blocks of 7 pixels x 48 channels, masked where the channels are not a multiple of
+/// 16, with the epilogue (bias, then residual or ReLU6) in the store.
 #[cfg(target_arch = "x86_64")]
-mod project_avx512 {
+mod pointwise_avx512 {
     use std::arch::x86_64::*;
 
     use super::Folded;
 
     /// Channels per vector.
     const L: usize = 16;
-    /// Pixels per register block.
+    /// Pixels per register block: 7 divides every MobileNetV2 width, and 7 pixels x 3 slices
+    /// fill the registers.
     const PIXELS: usize = 7;
 
-    /// See [`super::project`]; lengths checked by the caller.
+    /// Where and how results are stored.
+    pub(super) struct Out {
+        /// Pixel 0, channel 0.
+        pub(super) dst: *mut f32,
+        /// Floats from one pixel to the next.
+        pub(super) pixel_stride: usize,
+        /// Floats from one 16-channel slice to the next.
+        pub(super) slice_stride: usize,
+        /// Values added in the store, laid out as `dst` (null: none).
+        pub(super) residual: *const f32,
+        /// Whether ReLU6 is applied in the store.
+        pub(super) relu6: bool,
+    }
+
+    /// `out = epilogue(x[m, k] · f.w + f.b)`; lengths checked by the caller.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn project(
-        input: &[f32],
-        m: usize,
-        k: usize,
-        f: &Folded,
-        residual: Option<&[f32]>,
-        out: &mut [f32],
-    ) {
-        let n = f.cout;
-        let slices = n.div_ceil(L);
-        let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        let (x, dst) = (input.as_ptr(), out.as_mut_ptr());
+    pub(super) unsafe fn run(x: *const f32, m: usize, k: usize, f: &Folded, out: &Out) {
+        let slices = f.cout.div_ceil(L);
         let mut s = 0;
         while s < slices {
-            let g = Group {
-                x,
-                m,
-                k,
-                w: f.w.as_ptr(),
-                b: f.b.as_ptr(),
-                n,
-                res,
-                dst,
-                s,
-            };
+            let g = Group { x, m, k, f, out, s };
             s += match slices - s {
                 1 => g.run::<1>(),
                 2 | 4 => g.run::<2>(),
@@ -522,56 +525,75 @@ mod project_avx512 {
     }
 
     /// Slices `s..s + S` of the output for all `m` pixels.
-    struct Group {
+    struct Group<'a> {
         x: *const f32,
         m: usize,
         k: usize,
-        w: *const f32,
-        b: *const f32,
-        n: usize,
-        res: *const f32,
-        dst: *mut f32,
+        f: &'a Folded,
+        out: &'a Out,
         s: usize,
     }
 
-    impl Group {
+    impl Group<'_> {
         /// Runs `S` slices; returns `S`.
         #[target_feature(enable = "avx512f")]
         #[inline]
         unsafe fn run<const S: usize>(&self) -> usize {
             let mut masks = [0u16; S];
             for (j, mask) in masks.iter_mut().enumerate() {
-                let rest = self.n - (self.s + j) * L;
+                let rest = self.f.cout - (self.s + j) * L;
                 *mask = if rest >= L {
                     u16::MAX
                 } else {
                     (1u16 << rest) - 1
                 };
             }
+            if masks.iter().all(|&m| m == u16::MAX) {
+                self.blocks::<S, true>(&masks);
+            } else {
+                self.blocks::<S, false>(&masks);
+            }
+            S
+        }
+
+        /// All pixels, [`PIXELS`] at a time; `FULL`: every lane of every slice is a channel
+        /// (plain loads and stores in the inner loop).
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn blocks<const S: usize, const FULL: bool>(&self, masks: &[u16; S]) {
             let mut p = 0;
             while p + PIXELS <= self.m {
-                self.block::<PIXELS, S>(p, &masks);
+                self.block::<PIXELS, S, FULL>(p, masks);
                 p += PIXELS;
             }
             while p < self.m {
-                self.block::<1, S>(p, &masks);
+                self.block::<1, S, FULL>(p, masks);
                 p += 1;
             }
-            S
         }
 
         /// Pixels `p0..p0 + P` x `S` slices.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn block<const P: usize, const S: usize>(&self, p0: usize, masks: &[u16; S]) {
-            let (k, n, c0) = (self.k, self.n, self.s * L);
+        unsafe fn block<const P: usize, const S: usize, const FULL: bool>(
+            &self,
+            p0: usize,
+            masks: &[u16; S],
+        ) {
+            let (k, n, c0) = (self.k, self.f.cout, self.s * L);
+            let (w, b, out) = (self.f.w.as_ptr(), self.f.b.as_ptr(), self.out);
             let x = self.x.add(p0 * k);
-            let zero = _mm512_setzero_ps();
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
             let mut acc = [[zero; S]; P];
             for kk in 0..k {
                 let mut wv = [zero; S];
                 for (j, wv) in wv.iter_mut().enumerate() {
-                    *wv = _mm512_maskz_loadu_ps(masks[j], self.w.add(kk * n + c0 + j * L));
+                    let at = w.add(kk * n + c0 + j * L);
+                    *wv = if FULL {
+                        _mm512_loadu_ps(at)
+                    } else {
+                        _mm512_maskz_loadu_ps(masks[j], at)
+                    };
                 }
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let a = _mm512_set1_ps(*x.add(p * k + kk));
@@ -581,14 +603,17 @@ mod project_avx512 {
                 }
             }
             for (j, &mask) in masks.iter().enumerate() {
-                let bias = _mm512_maskz_loadu_ps(mask, self.b.add(c0 + j * L));
+                let bias = _mm512_maskz_loadu_ps(mask, b.add(c0 + j * L));
                 for (p, acc) in acc.iter().enumerate() {
-                    let at = (p0 + p) * n + c0 + j * L;
+                    let at = (p0 + p) * out.pixel_stride + (self.s + j) * out.slice_stride;
                     let mut v = _mm512_add_ps(acc[j], bias);
-                    if !self.res.is_null() {
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, self.res.add(at)));
+                    if !out.residual.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.residual.add(at)));
                     }
-                    _mm512_mask_storeu_ps(self.dst.add(at), mask, v);
+                    if out.relu6 {
+                        v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+                    }
+                    _mm512_mask_storeu_ps(out.dst.add(at), mask, v);
                 }
             }
         }
@@ -733,7 +758,7 @@ mod depthwise {
                 all.push(Isa::Avx2);
             }
             all.push(Isa::Portable);
-            all.dedup_by_key(|i| format!("{i:?}"));
+            all.dedup();
             all
         }
 
@@ -923,6 +948,7 @@ mod depthwise {
         use std::arch::x86_64::*;
 
         use super::{Folded, SLICE as L};
+        use crate::net::pointwise_avx512::{self, Out};
 
         /// Output pixels computed together.
         const TILE: usize = 4;
@@ -957,95 +983,25 @@ mod depthwise {
             }
         }
 
-        /// See [`super::Isa::expand`]; lengths checked by the caller. Register blocks of
-        /// [`PIXELS`] pixels x 48 channels: each weight vector serves every pixel of the block,
-        /// each input value is broadcast to all channels.
+        /// See [`super::Isa::expand`]; lengths checked by the caller: the zero columns, then
+        /// the shared 1x1 kernel storing slice by slice into the ring row.
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn expand(x: &[f32], w: usize, k: usize, e: &Folded, dst: &mut [f32]) {
-            let (n, slice_len) = (e.cout, (w + 2) * L);
-            let (x, dst) = (x.as_ptr(), dst.as_mut_ptr());
+            let slice_len = (w + 2) * L;
+            let dst = dst.as_mut_ptr();
             let zero = _mm512_setzero_ps();
-            for s in 0..n / L {
+            for s in 0..e.cout / L {
                 _mm512_storeu_ps(dst.add(s * slice_len), zero);
                 _mm512_storeu_ps(dst.add(s * slice_len + (w + 1) * L), zero);
             }
-            let mut s = 0;
-            while s < n / L {
-                let (wt, b) = (e.w.as_ptr().add(s * L), e.b.as_ptr().add(s * L));
-                let d = dst.add(s * slice_len + L);
-                if s + 3 <= n / L {
-                    expand_slices::<3>(x, w, k, wt, n, b, d, slice_len);
-                    s += 3;
-                } else {
-                    expand_slices::<1>(x, w, k, wt, n, b, d, slice_len);
-                    s += 1;
-                }
-            }
-        }
-
-        /// Pixels per register block of [`expand`]: 7 divides every MobileNetV2 width, and
-        /// 7 pixels x 3 slices (every expanded width is a multiple of 48) fill the registers.
-        const PIXELS: usize = 7;
-
-        /// `S` slices of [`expand`] for all `w` pixels: blocks of [`PIXELS`], then single ones.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn expand_slices<const S: usize>(
-            x: *const f32,
-            w: usize,
-            k: usize,
-            wt: *const f32,
-            n: usize,
-            b: *const f32,
-            dst: *mut f32,
-            slice_len: usize,
-        ) {
-            let mut p = 0;
-            while p + PIXELS <= w {
-                expand_block::<PIXELS, S>(x.add(p * k), k, wt, n, b, dst.add(p * L), slice_len);
-                p += PIXELS;
-            }
-            while p < w {
-                expand_block::<1, S>(x.add(p * k), k, wt, n, b, dst.add(p * L), slice_len);
-                p += 1;
-            }
-        }
-
-        /// `P` pixels x `S` slices: ReLU6(x · wt + b), stored slice by slice.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        unsafe fn expand_block<const P: usize, const S: usize>(
-            x: *const f32,
-            k: usize,
-            wt: *const f32,
-            n: usize,
-            b: *const f32,
-            dst: *mut f32,
-            slice_len: usize,
-        ) {
-            let zero = _mm512_setzero_ps();
-            let mut acc = [[zero; S]; P];
-            for kk in 0..k {
-                let mut wv = [zero; S];
-                for (j, wv) in wv.iter_mut().enumerate() {
-                    *wv = _mm512_loadu_ps(wt.add(kk * n + j * L));
-                }
-                for (p, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*x.add(p * k + kk));
-                    for (acc, wv) in acc.iter_mut().zip(&wv) {
-                        *acc = _mm512_fmadd_ps(a, *wv, *acc);
-                    }
-                }
-            }
-            let six = _mm512_set1_ps(6.0);
-            for j in 0..S {
-                let bias = _mm512_loadu_ps(b.add(j * L));
-                for (p, acc) in acc.iter().enumerate() {
-                    let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[j], bias), zero), six);
-                    _mm512_storeu_ps(dst.add(j * slice_len + p * L), v);
-                }
-            }
+            let out = Out {
+                dst: dst.add(L),
+                pixel_stride: L,
+                slice_stride: slice_len,
+                residual: std::ptr::null(),
+                relu6: true,
+            };
+            pointwise_avx512::run(x.as_ptr(), w, k, e, &out);
         }
 
         /// See [`super::Isa::row`]; lengths checked by the caller.
