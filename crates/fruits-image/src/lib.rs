@@ -385,21 +385,26 @@ fn vertical_pass_generic(
 
 /// One row of the horizontal pass, any window size.
 fn horizontal_row_generic(src: &[u8], c: &Coefficients, dst: &mut [u8]) {
-    let half = 1i32 << (PRECISION_BITS - 1);
     for (xx, d) in dst.chunks_exact_mut(3).enumerate() {
         let (xmin, n) = c.bounds[xx];
-        let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-        let (mut s0, mut s1, mut s2) = (half, half, half);
-        for (i, &w) in k.iter().enumerate() {
-            let p = &src[(xmin + i) * 3..(xmin + i) * 3 + 3];
-            s0 += p[0] as i32 * w;
-            s1 += p[1] as i32 * w;
-            s2 += p[2] as i32 * w;
-        }
-        d[0] = clip8(s0);
-        d[1] = clip8(s1);
-        d[2] = clip8(s2);
+        let px = &src[xmin * 3..(xmin + n) * 3];
+        weighted_pixel(px, &c.weights[xx * c.ksize..][..n], d);
     }
+}
+
+/// `d` = the RGB pixels `px` weighted by `w`, in Pillow's fixed point.
+#[inline(always)]
+fn weighted_pixel(px: &[u8], w: &[i32], d: &mut [u8]) {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let (mut s0, mut s1, mut s2) = (half, half, half);
+    for (p, &w) in px.chunks_exact(3).zip(w) {
+        s0 += p[0] as i32 * w;
+        s1 += p[1] as i32 * w;
+        s2 += p[2] as i32 * w;
+    }
+    d[0] = clip8(s0);
+    d[1] = clip8(s1);
+    d[2] = clip8(s2);
 }
 
 /// Each output column's taps as a window of exactly `K` input columns that lies inside the
@@ -419,20 +424,11 @@ fn fixed_windows<const K: usize>(c: &Coefficients, in_size: usize) -> Vec<(usize
 
 /// One row of the horizontal pass with [`fixed_windows`].
 fn horizontal_row<const K: usize>(src: &[u8], windows: &[(usize, [i32; K])], dst: &mut [u8]) {
-    let half = 1i32 << (PRECISION_BITS - 1);
     for (&(start, ref w), d) in windows.iter().zip(dst.chunks_exact_mut(3)) {
         let Some(px) = src.get(start * 3..(start + K) * 3) else {
             continue; // never: windows lie inside the row
         };
-        let (mut s0, mut s1, mut s2) = (half, half, half);
-        for (p, &w) in px.chunks_exact(3).zip(w) {
-            s0 += p[0] as i32 * w;
-            s1 += p[1] as i32 * w;
-            s2 += p[2] as i32 * w;
-        }
-        d[0] = clip8(s0);
-        d[1] = clip8(s1);
-        d[2] = clip8(s2);
+        weighted_pixel(px, w, d);
     }
 }
 
