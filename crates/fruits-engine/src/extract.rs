@@ -38,8 +38,13 @@ use crate::EngineError;
 pub enum PcaSpec {
     /// Fit on this run's features.
     Fit(Components),
-    /// Apply a saved model (`fruits project`).
-    Apply(Arc<PcaModel>),
+    /// Apply a saved model (`fruits project`), read from `from` (a URI).
+    Apply {
+        /// The model.
+        model: Arc<PcaModel>,
+        /// Where it was read (the run refuses to write over it).
+        from: String,
+    },
 }
 
 /// One run's settings.
@@ -167,14 +172,37 @@ pub async fn extract(
     let input = Location::parse_with(&cfg.input, &cfg.s3)?;
     let output = Location::parse_with(&cfg.output, &cfg.s3)?;
 
-    // Refuse an existing output before any work (begin() checks again before staging).
+    // Refuse, before any work, an output that would write over what the run reads, or an
+    // existing output (begin() checks again before staging).
+    refuse_overlaps(cfg, &input, &output)?;
     if !cfg.overwrite && output.exists().await? {
         return Err(fruits_store::StoreError::OutputExists(output.uri()).into());
     }
 
     // 1. List.
     let t = Instant::now();
-    let images = input.list_images().await?;
+    let listing = input.list_images().await?;
+    let images = listing.images;
+    // Entries that look like images but could not be listed count as skipped images.
+    let unlisted: Vec<Skipped> = listing
+        .unlisted
+        .into_iter()
+        .map(|u| Skipped {
+            path: u.uri,
+            error: u.error,
+        })
+        .collect();
+    for u in &unlisted {
+        tracing::warn!(path = u.path, error = u.error, "not listed");
+    }
+    let listed = (images.len() + unlisted.len()) as u64;
+    if let (true, Some(first)) = (images.is_empty(), unlisted.first()) {
+        return Err(EngineError::TooFewImages {
+            ok: 0,
+            total: listed,
+            first_error: format!("{}: {}", first.path, first.error),
+        });
+    }
     if images.is_empty() {
         return Err(EngineError::NoImages(input.uri()));
     }
@@ -201,11 +229,12 @@ pub async fn extract(
             files,
             workers,
         }) => {
+            let skipped: Vec<Skipped> = unlisted.into_iter().chain(skipped).collect();
             let t = Instant::now();
             let mut summary = Summary {
                 input: input.uri(),
                 output: output.uri(),
-                images: images.len() as u64,
+                images: listed,
                 rows,
                 skipped: skipped.len() as u64,
                 classes,
@@ -223,7 +252,7 @@ pub async fn extract(
                 return Err(e.into());
             }
             summary.seconds.total = started.elapsed().as_secs_f64();
-            let marker = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+            let marker = serde_json::to_value(&summary).unwrap_or_default();
             staging.commit(marker).await?;
             summary.seconds.commit = t.elapsed().as_secs_f64();
             summary.seconds.total = started.elapsed().as_secs_f64();
@@ -234,6 +263,38 @@ pub async fn extract(
             let _ = staging.abort().await;
             Err(e)
         }
+    }
+}
+
+/// Fails if `output` equals, contains or lies inside the input, the weights or the saved PCA:
+/// publishing (with `--overwrite`, replacing the old result) would delete what the run reads.
+fn refuse_overlaps(
+    cfg: &ExtractConfig,
+    input: &Location,
+    output: &Location,
+) -> Result<(), EngineError> {
+    let weights = cfg.weights.weights.clone().or_else(|| {
+        fruits_model::weights::locate(None)
+            .ok()
+            .map(|p| p.display().to_string())
+    });
+    let pca = match &cfg.pca {
+        PcaSpec::Apply { from, .. } => Some(from.clone()),
+        PcaSpec::Fit(_) => None,
+    };
+    let mut read = vec![("input", input.clone())];
+    for (what, uri) in [("weights", weights), ("saved PCA", pca)] {
+        if let Some(uri) = uri {
+            read.push((what, Location::parse_with(&uri, &cfg.s3)?));
+        }
+    }
+    match read.into_iter().find(|(_, at)| at.overlaps(output)) {
+        Some((what, at)) => Err(EngineError::Overlap {
+            output: output.uri(),
+            what,
+            other: at.uri(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -327,7 +388,7 @@ async fn run_stages(
     }
     let pca = match &cfg.pca {
         PcaSpec::Fit(choice) => Arc::new(fruits_pca::fit(&sums, *choice)?),
-        PcaSpec::Apply(model) => {
+        PcaSpec::Apply { model, .. } => {
             if model.dim() != FEATURES {
                 return Err(EngineError::PcaDimension {
                     expected: model.dim(),
@@ -392,7 +453,7 @@ async fn run_stages(
     let files = written
         .iter()
         .map(|w| PartFile {
-            name: part_name("", w.partition),
+            name: staging.final_name(&part_name("", w.partition)),
             rows: w.rows,
         })
         .collect::<Vec<_>>();

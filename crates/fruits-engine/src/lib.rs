@@ -60,6 +60,16 @@ pub enum EngineError {
         /// The cause.
         source: parquet::errors::ParquetError,
     },
+    /// The output would write over something the run reads.
+    #[error("output {output} overlaps the {what} {other}: a run never writes where it reads (choose an output outside it)")]
+    Overlap {
+        /// The output URI.
+        output: String,
+        /// `input`, `weights` or `saved PCA`.
+        what: &'static str,
+        /// Its URI.
+        other: String,
+    },
     /// The input holds no images.
     #[error("no images (.jpg, .jpeg, .png) under {0}")]
     NoImages(String),

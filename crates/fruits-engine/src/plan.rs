@@ -391,9 +391,12 @@ impl ExecutionPlan for ImageReadExec {
                 let location = location.clone();
                 async move {
                     let (p, path, label) = row?;
-                    let path = object_store::path::Path::from(path.as_str());
-                    let bytes = location.get(&path).await;
-                    Ok::<_, DataFusionError>((p, location.uri_of(&path), label, bytes))
+                    // The listed path, verbatim: re-encoding it would name another object.
+                    let (uri, bytes) = match fruits_store::stored_path(&path) {
+                        Ok(path) => (location.uri_of(&path), location.get(&path).await),
+                        Err(e) => (path, Err(e)),
+                    };
+                    Ok::<_, DataFusionError>((p, uri, label, bytes))
                 }
             })
             .buffered(READ_AHEAD)

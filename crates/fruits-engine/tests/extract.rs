@@ -95,11 +95,13 @@ async fn extract_skips_bad_images_and_commits_atomically() {
         "{text}"
     );
     assert!(output.join("_SUCCESS").is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    // Beside the input and the output only the (empty, hidden) lock file: no staging.
+    let mut leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    leftovers.sort();
+    assert_eq!(leftovers, [".out.fruits-lock", "Test", "out"]);
 
     // A second run refuses to replace the result unless asked, and leaves it intact.
     let before = std::fs::read(output.join("_SUCCESS")).unwrap();
@@ -121,7 +123,15 @@ async fn extract_skips_bad_images_and_commits_atomically() {
 
     // `project`: the saved PCA applied to photos gives the same features_pca.
     let projected = dir.path().join("projected");
-    let p = config(&input, &projected, model, PcaSpec::Apply(Arc::new(pca)));
+    let p = config(
+        &input,
+        &projected,
+        model,
+        PcaSpec::Apply {
+            model: Arc::new(pca),
+            from: output.join("_pca").display().to_string(),
+        },
+    );
     let s3 = extract(&p, Arc::default()).await.unwrap();
     assert_eq!((s3.rows, s3.k), (12, 5));
     let rows3 = read_rows(&projected);
@@ -219,4 +229,139 @@ async fn end_to_end_features_match_keras_on_sample_810() {
     }
     println!("end to end from JPEG files: max |ours - keras| = {max:e}");
     assert!(max < 1e-3, "{max}");
+}
+
+/// Every file below `dir` with its bytes, sorted.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((p, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_over_the_input_weights_or_pca_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("data/Test");
+    fruits_testkit::write_photo_tree(&input, 2, 2);
+    let weights = dir.path().join("data/weights");
+    fruits_testkit::synthetic_weights(&weights, 3);
+    let model = synthetic_model();
+    let before = snapshot(dir.path());
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("data"), &link).unwrap();
+    for (output, what) in [
+        (input.clone(), "input"),
+        (dir.path().join("data"), "input"),
+        (input.join("Class 0"), "input"),
+        (input.join("new/out"), "input"),
+        (link.join("Test"), "input"),
+        (weights.join("out"), "weights"),
+    ] {
+        let mut cfg = config(
+            &input,
+            &output,
+            model.clone(),
+            PcaSpec::Fit(Components::K(1)),
+        );
+        cfg.overwrite = true;
+        cfg.weights = fruits_engine::ModelSource::new(
+            Some(weights.display().to_string()),
+            &Default::default(),
+        );
+        let err = extract(&cfg, Arc::default()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("overlaps the") && err.contains(what),
+            "{}: {err}",
+            output.display()
+        );
+        std::fs::remove_file(&link).ok();
+        assert_eq!(snapshot(dir.path()), before, "{}", output.display());
+        std::os::unix::fs::symlink(dir.path().join("data"), &link).unwrap();
+    }
+    // A saved PCA read by `project` is protected the same way.
+    let pca_dir = dir.path().join("result/_pca");
+    let mut sums = fruits_pca::PartialSums::new(4);
+    sums.add_rows(&[1., 2., 3., 4., 2., 1., 0., 1., 0., 0., 1., 3.]);
+    std::fs::create_dir_all(&pca_dir).unwrap();
+    let mut cfg = config(
+        &input,
+        &dir.path().join("result"),
+        model,
+        PcaSpec::Apply {
+            model: Arc::new(fruits_pca::fit(&sums, Components::K(1)).unwrap()),
+            from: pca_dir.display().to_string(),
+        },
+    );
+    cfg.overwrite = true;
+    let err = extract(&cfg, Arc::default()).await.unwrap_err().to_string();
+    assert!(err.contains("overlaps the saved PCA"), "{err}");
+    // A sibling whose name starts like the input is not inside it.
+    let mut ok = config(
+        &input,
+        &dir.path().join("data/Test-features"),
+        synthetic_model(),
+        PcaSpec::Fit(Components::K(1)),
+    );
+    ok.overwrite = true;
+    extract(&ok, Arc::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_in_any_script_and_with_url_characters_are_read_and_shown_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("josé [1] 50%/Test #2");
+    let names = [
+        ("Maracujá", "1.jpg"),
+        ("Maracujá", "50%.jpg"),
+        ("Яблоко 50%", "a b+c.jpg"),
+        ("橙子 #1+~[x]", "c#d+e~f[g].jpg"),
+        ("مانجو", "%C3%A9.jpg"),
+        ("Kiwi", "ü ñ ß.JPG"),
+    ];
+    for (i, (label, file)) in names.iter().enumerate() {
+        let folder = input.join(label);
+        std::fs::create_dir_all(&folder).unwrap();
+        let jpeg = fruits_testkit::encode_jpeg(100, 100, &fruits_testkit::fruit_pixels(i, i));
+        std::fs::write(folder.join(file), jpeg).unwrap();
+    }
+    let output = dir.path().join("out é");
+    let cfg = config(
+        &input,
+        &output,
+        synthetic_model(),
+        PcaSpec::Fit(Components::K(2)),
+    );
+    let s = extract(&cfg, Arc::default()).await.unwrap();
+    assert_eq!(
+        (s.images, s.rows, s.skipped),
+        (6, 6, 0),
+        "{:?}",
+        s.skipped_sample
+    );
+    let rows = read_rows(&output);
+    let mut got: Vec<(String, String)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = names
+        .iter()
+        .map(|(label, file)| {
+            (
+                format!("file://{}/{label}/{file}", input.display()),
+                label.to_string(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }

@@ -118,16 +118,27 @@ fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
         }
     }
     fn message(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
-        // SAFETY: as above; format_message writes at most JMSG_LENGTH_MAX (80) bytes.
-        unsafe {
-            let Some(fmt) = cinfo.err.as_ref().and_then(|e| e.format_message) else {
-                return "libjpeg error".into();
-            };
-            let buffer = [0u8; 80];
-            fmt(cinfo, &buffer);
-            let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
-            String::from_utf8_lossy(&buffer[..end]).into_owned()
-        }
+        /// `format_message` as libjpeg declares it: it writes into `buffer`. (The binding
+        /// types the buffer `&[u8; 80]`, and writing through a shared reference is undefined
+        /// behaviour, so it is called through this type.)
+        type FormatMessage = unsafe extern "C-unwind" fn(
+            cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+            buffer: *mut [u8; JMSG_LENGTH_MAX],
+        );
+        const JMSG_LENGTH_MAX: usize = 80;
+        // SAFETY: libjpeg calls this with its own valid `cinfo`, whose `err` we installed.
+        let Some(fmt) = (unsafe { cinfo.err.as_ref() }).and_then(|e| e.format_message) else {
+            return "libjpeg error".into();
+        };
+        // SAFETY: both types are C function pointers of the same ABI whose second argument is
+        // a pointer to 80 bytes; only the Rust-side mutability differs.
+        let fmt: FormatMessage = unsafe { std::mem::transmute(fmt) };
+        let mut buffer = [0u8; JMSG_LENGTH_MAX];
+        // SAFETY: `buffer` is a mutable local of JMSG_LENGTH_MAX bytes, the most libjpeg's
+        // format_message writes (it NUL-terminates within them).
+        unsafe { fmt(cinfo, &mut buffer) };
+        let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
     }
     // SAFETY: jpeg_std_error only fills the struct in.
     unsafe {
@@ -511,6 +522,17 @@ pub fn to_model_input(img: &RgbImage, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jpeg_errors_carry_libjpeg_text() {
+        // A JPEG start followed by a frame header whose length runs past the data.
+        let bad = [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x02, 0xFF, 0xD9];
+        let err = decode(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("cannot decode JPEG: "), "{err}");
+        let text = err.trim_start_matches("cannot decode JPEG: ");
+        assert!(text.len() > 8 && text != "libjpeg error", "{err}");
+        assert!(text.is_ascii() && !text.contains('\0'), "{err}");
+    }
 
     #[test]
     fn fixed_windows_give_the_generic_sums() {

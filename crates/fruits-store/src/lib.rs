@@ -22,6 +22,8 @@ pub use aws::S3Options;
 pub use object_store;
 
 mod aws;
+mod publish;
+mod walk;
 
 /// Errors of the storage layer; each names the URI it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,21 @@ pub enum StoreError {
     /// The output exists and overwriting was not asked for.
     #[error("output {0} already exists: pass --overwrite to replace it")]
     OutputExists(String),
+    /// Another run is writing the same output.
+    #[error(
+        "output {output} is being written by another run ({holder}); wait for it to finish{hint}"
+    )]
+    Busy {
+        /// The output URI.
+        output: String,
+        /// Which run holds it.
+        holder: String,
+        /// What to do if that run is dead.
+        hint: String,
+    },
+    /// A fault injected by a test ([`Staging::fail_at`]).
+    #[error("injected fault before commit step {0}")]
+    Injected(usize),
     /// An object store operation failed (after `object_store`'s retries of transient errors).
     #[error("{uri}: {message}")]
     Object {
@@ -77,20 +94,51 @@ pub struct ImageRef {
     pub size: u64,
 }
 
+/// An entry below the input that looks like an image but cannot be listed (a file name that is
+/// not UTF-8 or holds a control character, a broken link, a loop of links, an unreadable
+/// folder): set aside with the reason, the listing goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlisted {
+    /// The entry as well as it can be named (`file:///...`, not-UTF-8 bytes replaced).
+    pub uri: String,
+    /// Why it was not listed.
+    pub error: String,
+}
+
+/// What [`Location::list_images`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The images, sorted by path.
+    pub images: Vec<ImageRef>,
+    /// Entries that could not be listed, sorted.
+    pub unlisted: Vec<Unlisted>,
+}
+
 #[derive(Debug, Clone)]
-enum Kind {
+pub(crate) enum Kind {
     /// A local folder (absolute).
     Local(PathBuf),
     /// `s3://bucket`.
     S3 { bucket: String },
 }
 
+/// The object path whose stored text (`Path::as_ref`) is `raw`, as a listing gave it.
+///
+/// `Path::from(&str)` would percent-encode `é`, `%`, `#`, `~`, `[`, ... again and so name
+/// another object; this keeps every byte, and only refuses text no listing produces.
+pub fn stored_path(raw: &str) -> Result<Path, StoreError> {
+    Path::parse(raw).map_err(|e| StoreError::InvalidUri {
+        uri: raw.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// An opened store and a prefix in it.
 #[derive(Debug, Clone)]
 pub struct Location {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
-    kind: Kind,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: Path,
+    pub(crate) kind: Kind,
 }
 
 impl Location {
@@ -140,7 +188,7 @@ impl Location {
         Location::local(abs)
     }
 
-    fn local(dir: PathBuf) -> Result<Location, StoreError> {
+    pub(crate) fn local(dir: PathBuf) -> Result<Location, StoreError> {
         // The store is rooted at "/" so that a location can name folders that do not exist yet.
         let store = LocalFileSystem::new();
         let dir = dir.canonicalize().unwrap_or(dir);
@@ -222,7 +270,25 @@ impl Location {
         }
     }
 
-    fn object_error(&self, path: &Path) -> impl Fn(object_store::Error) -> StoreError {
+    /// Whether `self` and `other` name the same place, or one lies inside the other (local
+    /// paths compared after resolving symbolic links; S3 locations by bucket and key parts).
+    /// Different stores never overlap.
+    pub fn overlaps(&self, other: &Location) -> bool {
+        match (&self.kind, &other.kind) {
+            (Kind::Local(a), Kind::Local(b)) => {
+                let (a, b) = (resolve(a), resolve(b));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            (Kind::S3 { bucket: a }, Kind::S3 { bucket: b }) => {
+                a == b
+                    && (self.prefix.prefix_matches(&other.prefix)
+                        || other.prefix.prefix_matches(&self.prefix))
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn object_error(&self, path: &Path) -> impl Fn(object_store::Error) -> StoreError {
         let uri = self.uri_of(path);
         move |source| match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound(uri.clone()),
@@ -234,25 +300,24 @@ impl Location {
     }
 
     /// Every image below the prefix, sorted by path. Hidden (`.x`) and underscore (`_x`)
-    /// files and folders are skipped, as Spark does.
-    pub async fn list_images(&self) -> Result<Vec<ImageRef>, StoreError> {
-        if let Some(dir) = self.local_dir() {
-            if !dir.is_dir() {
-                return Err(StoreError::NotFound(self.uri()));
-            }
-        }
+    /// files and folders are skipped, as Spark does. On a local disk an entry that cannot be
+    /// listed is set aside in [`Listing::unlisted`]; on S3 a listing the store cannot read
+    /// fails whole (naming the prefix), so nothing is dropped unseen.
+    pub async fn list_images(&self) -> Result<Listing, StoreError> {
         let prefix_parts = self.prefix.parts().count();
-        let image = |meta: object_store::ObjectMeta| -> Option<ImageRef> {
-            let parts: Vec<String> = meta
-                .location
-                .parts()
-                .map(|p| p.as_ref().to_string())
+        let wanted = |rel: &[&str]| -> bool {
+            let Some(last) = rel.last() else { return false };
+            let lower = last.to_lowercase();
+            !rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
+                && IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+        };
+        let image = |location: Path, size: u64| -> Option<ImageRef> {
+            let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
+            let rel: Vec<&str> = parts[prefix_parts.min(parts.len())..]
+                .iter()
+                .map(String::as_str)
                 .collect();
-            let rel = &parts[prefix_parts.min(parts.len())..];
-            let lower = rel.last()?.to_lowercase();
-            if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
-                || !IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
-            {
+            if !wanted(&rel) {
                 return None;
             }
             let label = parts
@@ -261,12 +326,33 @@ impl Location {
                 .map(|i| parts[i].clone())
                 .unwrap_or_default();
             Some(ImageRef {
-                uri: self.uri_of(&meta.location),
+                uri: self.uri_of(&location),
                 label,
-                path: meta.location,
-                size: meta.size,
+                path: location,
+                size,
             })
         };
+        if let Some(dir) = self.local_dir() {
+            if !dir.is_dir() {
+                return Err(StoreError::NotFound(self.uri()));
+            }
+            let (dir, prefix) = (dir.to_path_buf(), self.prefix.clone());
+            let (found, mut unlisted) = tokio::task::spawn_blocking(move || {
+                walk::walk(&dir, &prefix, &|rel: &[&str]| wanted(rel))
+            })
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.uri(),
+                source: std::io::Error::other(e),
+            })?;
+            let mut images: Vec<ImageRef> = found
+                .into_iter()
+                .filter_map(|f| image(f.path, f.size))
+                .collect();
+            images.sort_by(|a, b| a.path.cmp(&b.path));
+            unlisted.sort_by(|a, b| a.uri.cmp(&b.uri));
+            return Ok(Listing { images, unlisted });
+        }
         // One level with a delimiter, then each sub-folder (class) listed recursively, several
         // at a time: a large bucket lists in a fraction of one sequential listing's time.
         let top = self
@@ -274,14 +360,18 @@ impl Location {
             .list_with_delimiter(Some(&self.prefix))
             .await
             .map_err(self.object_error(&self.prefix))?;
-        let mut out: Vec<ImageRef> = top.objects.into_iter().filter_map(image).collect();
+        let mut out: Vec<ImageRef> = top
+            .objects
+            .into_iter()
+            .filter_map(|m| image(m.location, m.size))
+            .collect();
         let folders: Vec<Vec<ImageRef>> = futures::stream::iter(top.common_prefixes)
             .map(|folder| {
                 let error = self.object_error(&folder);
                 self.store
                     .list(Some(&folder))
                     .map_err(error)
-                    .try_filter_map(|meta| futures::future::ready(Ok(image(meta))))
+                    .try_filter_map(|m| futures::future::ready(Ok(image(m.location, m.size))))
                     .try_collect::<Vec<_>>()
             })
             .buffer_unordered(LIST_CONCURRENCY)
@@ -289,7 +379,10 @@ impl Location {
             .await?;
         out.extend(folders.into_iter().flatten());
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(Listing {
+            images: out,
+            unlisted: Vec::new(),
+        })
     }
 
     /// Every object below the prefix (at any depth), sorted.
@@ -376,6 +469,25 @@ impl Location {
     }
 }
 
+/// `path` with its longest existing ancestor resolved (symbolic links, `..`), the rest as
+/// written: two spellings of one folder, existing or not, compare equal.
+fn resolve(path: &std::path::Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// A store error in a few words: S3's `<Code>` and HTTP status where the server sent them
 /// (`NoSuchBucket (404 Not Found)`), else the error's own text.
 fn describe(e: &object_store::Error) -> String {
@@ -392,184 +504,4 @@ fn describe(e: &object_store::Error) -> String {
     }
 }
 
-/// Marker object written last into a complete result.
-pub const SUCCESS: &str = "_SUCCESS";
-
-/// A run's private output location, published by [`Staging::commit`].
-///
-/// Protocol on a local file system: the run writes into a hidden sibling folder
-/// (`.<name>.fruits-staging-<run>`), whose `_SUCCESS` it writes last; `commit` then swaps it
-/// with the existing output in one atomic `renameat2(RENAME_EXCHANGE)` (or, where the kernel
-/// lacks it, renames the old result aside and the new one in) and deletes the old result.
-/// A reader of `<output>` sees the old complete result or the new complete one, never a mix;
-/// an interrupted run leaves the old result untouched and only a hidden staging folder behind.
-#[derive(Debug)]
-pub struct Staging {
-    output: Location,
-    staged: Location,
-}
-
-impl Staging {
-    /// Starts a run writing to `output`: fails if `output` exists and `overwrite` is false.
-    pub async fn begin(
-        output: &Location,
-        overwrite: bool,
-        run_id: &str,
-    ) -> Result<Staging, StoreError> {
-        if output.exists().await? && !overwrite {
-            return Err(StoreError::OutputExists(output.uri()));
-        }
-        let staged = match output.local_dir() {
-            Some(dir) => {
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
-                    path: parent.display().to_string(),
-                    source: e,
-                })?;
-                Location::local(parent.join(format!(".{name}.fruits-staging-{run_id}")))?
-            }
-            None => Location {
-                store: output.store.clone(),
-                prefix: output.child(&format!("_temporary/{run_id}")),
-                kind: output.kind.clone(),
-            },
-        };
-        if let Some(dir) = staged.local_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-                path: dir.display().to_string(),
-                source: e,
-            })?;
-        }
-        Ok(Staging {
-            output: output.clone(),
-            staged,
-        })
-    }
-
-    /// Where the run writes its result.
-    pub fn location(&self) -> &Location {
-        &self.staged
-    }
-
-    /// The final output location.
-    pub fn output(&self) -> &Location {
-        &self.output
-    }
-
-    /// Writes `_SUCCESS` into the staged result and publishes it (see [`Staging`]).
-    pub async fn commit(self, success: impl Into<PutPayload>) -> Result<(), StoreError> {
-        self.staged.put_rel(SUCCESS, success).await?;
-        match (self.staged.local_dir(), self.output.local_dir()) {
-            (Some(staged), Some(out)) => publish_local(staged, out),
-            _ => self.publish_objects().await,
-        }
-    }
-
-    /// Object stores have no rename: copy each staged object to its final key, `_SUCCESS`
-    /// last, then delete objects of older runs and the staging prefix.
-    async fn publish_objects(&self) -> Result<(), StoreError> {
-        let staged = self.staged.list_paths().await?;
-        let new: std::collections::HashSet<String> =
-            staged.iter().map(|p| self.staged.relative(p)).collect();
-        // Remove the old marker first: from here until the new one lands, no reader takes the
-        // folder for complete.
-        let marker = self.output.child(SUCCESS);
-        match self.output.store.delete(&marker).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.output.object_error(&marker)(e)),
-        }
-        for p in &staged {
-            let rel = self.staged.relative(p);
-            if rel == SUCCESS {
-                continue;
-            }
-            let to = self.output.child(&rel);
-            self.output
-                .store
-                .copy(p, &to)
-                .await
-                .map_err(self.output.object_error(&to))?;
-        }
-        let temporary = self.output.child("_temporary");
-        let old: Vec<Path> = self
-            .output
-            .list_paths()
-            .await?
-            .into_iter()
-            .filter(|p| !p.prefix_matches(&temporary) && !new.contains(&self.output.relative(p)))
-            .collect();
-        for p in old {
-            self.output
-                .store
-                .delete(&p)
-                .await
-                .map_err(self.output.object_error(&p))?;
-        }
-        self.output
-            .store
-            .copy(&self.staged.child(SUCCESS), &marker)
-            .await
-            .map_err(self.output.object_error(&marker))?;
-        self.staged.delete_all().await
-    }
-
-    /// Deletes the staged result (a failed run).
-    pub async fn abort(self) -> Result<(), StoreError> {
-        self.staged.delete_all().await
-    }
-}
-
-fn publish_local(staged: &std::path::Path, out: &std::path::Path) -> Result<(), StoreError> {
-    let io = |p: &std::path::Path| {
-        let path = p.display().to_string();
-        move |source| StoreError::Io { path, source }
-    };
-    if !out.exists() {
-        return std::fs::rename(staged, out).map_err(io(out));
-    }
-    if exchange(staged, out).is_err() {
-        // No atomic exchange here: move the old result aside, then the new one in.
-        let aside = staged.with_extension("old");
-        std::fs::rename(out, &aside).map_err(io(out))?;
-        std::fs::rename(staged, out).map_err(io(out))?;
-        return std::fs::remove_dir_all(&aside).map_err(io(&aside));
-    }
-    // `staged` now holds the old result.
-    if staged.is_dir() {
-        std::fs::remove_dir_all(staged).map_err(io(staged))
-    } else {
-        std::fs::remove_file(staged).map_err(io(staged))
-    }
-}
-
-/// Atomically swaps two paths (Linux `renameat2(RENAME_EXCHANGE)`).
-#[cfg(target_os = "linux")]
-fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both strings are valid NUL-terminated paths for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(_: &std::path::Path, _: &std::path::Path) -> std::io::Result<()> {
-    Err(std::io::Error::other("no atomic exchange"))
-}
+pub use publish::{Staging, SUCCESS};

@@ -1,5 +1,7 @@
 //! Listing, reading and the publish protocol against a real S3 server (s3s-fs) on loopback.
 
+mod common;
+
 use fruits_store::{Location, S3Options, Staging, StoreError};
 use fruits_testkit::{S3Server, S3_ACCESS_KEY, S3_SECRET_KEY};
 
@@ -27,7 +29,7 @@ async fn lists_more_than_a_page_and_reads_objects() {
     }
     std::fs::write(bucket.join("Test/readme.md"), "x").unwrap();
     let loc = Location::parse_with("s3://photos/Test/", &options(&server)).unwrap();
-    let images = loc.list_images().await.unwrap();
+    let images = loc.list_images().await.unwrap().images;
     assert_eq!(images.len(), 1100);
     assert_eq!(images[0].uri, "s3://photos/Test/Class 0/img_0000.jpg");
     assert_eq!(images[0].label, "Class 0");
@@ -62,49 +64,34 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
         .put_rel("part-00000.parquet", b"one".to_vec())
         .await
         .unwrap();
-    s.location()
-        .put_rel("part-00001.parquet", b"one".to_vec())
-        .await
-        .unwrap();
     // Staged parts are hidden under _temporary/ until the commit.
     assert!(server
         .objects("results")
         .iter()
-        .all(|o| o.starts_with("Results/_temporary/run1/")));
-    s.commit(b"{}".to_vec()).await.unwrap();
+        .all(|o| o.starts_with("Results/_temporary/")));
+    s.commit(serde_json::json!({})).await.unwrap();
     assert_eq!(
         server.objects("results"),
-        [
-            "Results/_SUCCESS",
-            "Results/part-00000.parquet",
-            "Results/part-00001.parquet"
-        ]
+        ["Results/_SUCCESS", "Results/part-00000-run1.parquet"]
     );
-
     let err = Staging::begin(&out, false, "run2").await.unwrap_err();
     assert!(matches!(err, StoreError::OutputExists(_)), "{err}");
 
-    // Overwrite with fewer parts: the old result is untouched until the commit, and no part
-    // of it survives the commit.
-    let s = Staging::begin(&out, true, "run3").await.unwrap();
-    s.location()
-        .put_rel("part-00000.parquet", b"two".to_vec())
+    // A dead run's staging does not make a fresh output look existing, and is cleaned.
+    let fresh = Location::parse_with("s3://results/Fresh", &options(&server)).unwrap();
+    fresh
+        .put_rel("_temporary/dead/part-00000.parquet", b"x".to_vec())
         .await
         .unwrap();
-    assert_eq!(
-        &out.get_rel("part-00000.parquet").await.unwrap()[..],
-        b"one"
-    );
-    assert!(out.get_rel("_SUCCESS").await.is_ok());
-    s.commit(b"{}".to_vec()).await.unwrap();
-    assert_eq!(
-        server.objects("results"),
-        ["Results/_SUCCESS", "Results/part-00000.parquet"]
-    );
-    assert_eq!(
-        &out.get_rel("part-00000.parquet").await.unwrap()[..],
-        b"two"
-    );
+    let s = Staging::begin(&fresh, false, "run3").await.unwrap();
+    s.abort().await.unwrap();
+    assert!(common::names(&fresh).await.is_empty());
+
+    // A fault at every step of the commit.
+    let faults = Location::parse_with("s3://results/Faults", &options(&server)).unwrap();
+    let steps = common::every_step_leaves_old_or_new(&faults, false).await;
+    assert!(steps >= 9, "{steps} steps");
+    common::a_second_writer_is_refused(&faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +110,7 @@ async fn transient_failures_are_retried() {
             drop_instead,
         ));
         let loc = Location::parse_with("s3://flaky/Test", &opts).unwrap();
-        let images = loc.list_images().await.unwrap();
+        let images = loc.list_images().await.unwrap().images;
         assert_eq!(
             images.len(),
             1,

@@ -9,8 +9,19 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
 
+/// Says why the calling test skips, or, under `CI=true`, fails it: CI must never be green on a
+/// check that did not run.
+pub fn skip(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true and a prerequisite is missing: {why}");
+    }
+    // Straight to the stderr handle: the test harness captures print macros, not this.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIP: {why}");
+}
+
 /// The `shared/` data folder (`$FRUITS_SHARED`, else `../shared` beside the repository), or
-/// `None` after printing why the calling test skips.
+/// `None` after printing why the calling test skips (under `CI=true`: panics, see [`skip`]).
 pub fn shared(what: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("FRUITS_SHARED")
         .map(PathBuf::from)
@@ -19,13 +30,10 @@ pub fn shared(what: &str) -> Option<PathBuf> {
     if probe.exists() {
         Some(dir)
     } else {
-        // Straight to the stderr handle: the test harness captures print macros, not this.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIP: {} not found (set FRUITS_SHARED to the shared/ folder)",
+        skip(&format!(
+            "{} not found (set FRUITS_SHARED to the shared/ folder)",
             probe.display()
-        );
+        ));
         None
     }
 }
@@ -224,9 +232,8 @@ pub const S3_SECRET_KEY: &str = "fruits-test-secret";
 
 impl S3Server {
     /// Starts `s3s-fs` ($FRUITS_S3S_FS, else on PATH, else where `.ci/run` installs it), or
-    /// prints why the calling test skips and returns `None`.
+    /// says why the calling test skips (see [`skip`]) and returns `None`.
     pub fn start() -> Option<S3Server> {
-        use std::io::Write;
         let candidates = [
             std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from),
             std::env::var_os("PATH").and_then(|p| {
@@ -238,10 +245,7 @@ impl S3Server {
                 .map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
         ];
         let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "SKIP: s3s-fs not found (cargo install s3s-fs --version 0.14.1 --features binary, or set FRUITS_S3S_FS)"
-            );
+            skip("s3s-fs not found (cargo install s3s-fs --version 0.14.1 --features binary, or set FRUITS_S3S_FS)");
             return None;
         };
         let dir = tempfile::tempdir().expect("server folder");

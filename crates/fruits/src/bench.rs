@@ -53,7 +53,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let source = fruits_engine::ModelSource::new(a.weights.clone(), &s3);
     let model = crate::load_model(&rt, &source)?;
     let location = fruits_store::Location::parse_with(&a.input, &s3)?;
-    let images = rt.block_on(location.list_images())?;
+    let images = rt.block_on(location.list_images())?.images;
     if images.is_empty() {
         bail!("no images under {}", location.uri());
     }

@@ -194,7 +194,15 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            eprintln!("fruits: error: an argument is not valid UTF-8: name inputs and outputs with UTF-8 paths or URIs");
+            std::process::exit(1);
+        }
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = run(cli) {
         eprintln!("fruits: error: {}", one_line(&e));
         std::process::exit(1);
     }
@@ -232,7 +240,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Project(a) => {
             let rt = runtime(1)?;
             let model = rt.block_on(load_pca(&a.pca, &a.run.s3.options()))?;
-            run_job(&a.run, PcaSpec::Apply(Arc::new(model)))
+            run_job(
+                &a.run,
+                PcaSpec::Apply {
+                    model: Arc::new(model),
+                    from: a.pca.clone(),
+                },
+            )
         }
         Command::Bench(a) => bench::run(a),
         Command::Scheduler(a) => {

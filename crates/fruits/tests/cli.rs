@@ -434,3 +434,15 @@ fn s3_credentials_and_endpoint_from_the_shared_aws_files() {
     );
     assert_fails(&out, &["s3://profiles/Test", "403 Forbidden"]);
 }
+
+#[test]
+fn an_argument_that_is_not_utf8_gives_one_line_and_exit_1() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_fruits"))
+        .args(["extract", "--input"])
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9"))
+        .args(["--output", "/tmp/out"])
+        .output()
+        .unwrap();
+    assert_fails(&out, &["fruits: error:", "not valid UTF-8"]);
+}
