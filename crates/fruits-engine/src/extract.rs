@@ -175,7 +175,10 @@ pub async fn extract(
     // Refuse, before any work, an output that would write over what the run reads, or an
     // existing output (begin() checks again before staging).
     refuse_overlaps(cfg, &input, &output)?;
-    if !cfg.overwrite && output.exists().await? {
+    if let PcaSpec::Fit(choice) = &cfg.pca {
+        choice.check(FEATURES)?;
+    }
+    if !cfg.overwrite && fruits_store::output_exists(&output).await? {
         return Err(fruits_store::StoreError::OutputExists(output.uri()).into());
     }
 

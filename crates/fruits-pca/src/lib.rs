@@ -19,7 +19,7 @@
 //! let model = fit(&sums, Components::K(1)).unwrap();
 //! let mut y = [0.0f32];
 //! model.project(&[2.0, 4.0], &mut y);
-//! assert!(model.explained_variance_ratio[0] > 0.99);
+//! assert!(model.explained_variance_ratio()[0] > 0.99);
 //! ```
 
 use faer::{Accum, Mat, MatRef, Par, Side};
@@ -52,6 +52,22 @@ pub enum Components {
     K(usize),
     /// The fewest whose explained variance ratios sum to at least this share (0, 1].
     Variance(f64),
+}
+
+impl Components {
+    /// Fails unless the choice is possible for rows of `dim` values (`1 <= k <= dim`,
+    /// variance in (0, 1]): checked before any work.
+    pub fn check(&self, dim: usize) -> Result<(), PcaError> {
+        match *self {
+            Components::K(k) if !(1..=dim).contains(&k) => Err(PcaError::Choice(format!(
+                "k = {k} not in 1..={dim}"
+            ))),
+            Components::Variance(f) if !(f > 0.0 && f <= 1.0) => Err(PcaError::Choice(format!(
+                "variance target {f} not in (0, 1]"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Mergeable one-pass statistics of a set of rows: count, mean and centred scatter
@@ -199,22 +215,64 @@ pub const FILES: [&str; 5] = [
     "explained_variance_ratio.npy",
 ];
 
-/// A fitted scaler + PCA.
+/// A fitted scaler + PCA. Its shapes are checked when it is built ([`PcaModel::new`]) or
+/// loaded, so projecting never reads out of bounds.
 #[derive(Debug, Clone)]
 pub struct PcaModel {
-    /// Rows it was fitted on.
-    pub count: u64,
-    /// Per-feature mean.
-    pub mean: Vec<f64>,
-    /// Per-feature sample standard deviation (0 for constant features, which scale to 0).
-    pub std: Vec<f64>,
-    /// `k` principal axes, each `dim` values, largest variance first.
-    pub components: Vec<Vec<f64>>,
-    /// Every eigenvalue's share of the total variance, largest first (`dim` values).
-    pub explained_variance_ratio: Vec<f64>,
+    count: u64,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    /// `k` principal axes of `dim` values, row-major (`[k, dim]`).
+    components: Vec<f64>,
+    explained_variance_ratio: Vec<f64>,
 }
 
 impl PcaModel {
+    /// A model from its parts: `mean`, `std` and `explained_variance_ratio` of `dim >= 1`
+    /// values, `components` `k` rows of `dim` values with `1 <= k <= dim`, every value finite.
+    pub fn new(
+        count: u64,
+        mean: Vec<f64>,
+        std: Vec<f64>,
+        components: Vec<Vec<f64>>,
+        explained_variance_ratio: Vec<f64>,
+    ) -> Result<PcaModel, PcaError> {
+        let dim = mean.len();
+        let k = components.len();
+        let bad = |what: String| Err(PcaError::Format(what));
+        if dim == 0 {
+            return bad("no features (dim 0)".into());
+        }
+        if std.len() != dim || explained_variance_ratio.len() != dim {
+            return bad(format!(
+                "mean has {dim} values, std {}, explained_variance_ratio {}",
+                std.len(),
+                explained_variance_ratio.len()
+            ));
+        }
+        if !(1..=dim).contains(&k) {
+            return bad(format!("k = {k} components, expected 1..={dim}"));
+        }
+        if let Some(c) = components.iter().position(|c| c.len() != dim) {
+            return bad(format!(
+                "component {c} has {} values, expected {dim}",
+                components[c].len()
+            ));
+        }
+        let flat: Vec<f64> = components.into_iter().flatten().collect();
+        let all = mean.iter().chain(&std).chain(&flat).chain(&explained_variance_ratio);
+        if all.clone().any(|v| !v.is_finite()) || std.iter().any(|s| *s < 0.0) {
+            return bad("values must be finite, std non-negative".into());
+        }
+        Ok(PcaModel {
+            count,
+            mean,
+            std,
+            components: flat,
+            explained_variance_ratio,
+        })
+    }
+
     /// Input width.
     pub fn dim(&self) -> usize {
         self.mean.len()
@@ -222,7 +280,32 @@ impl PcaModel {
 
     /// Number of components kept.
     pub fn k(&self) -> usize {
-        self.components.len()
+        self.components.len() / self.dim()
+    }
+
+    /// Rows it was fitted on.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Per-feature mean (`dim` values).
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// Per-feature sample standard deviation (0 for constant features, which scale to 0).
+    pub fn std(&self) -> &[f64] {
+        &self.std
+    }
+
+    /// Component `i` (`dim` values), largest variance first.
+    pub fn component(&self, i: usize) -> &[f64] {
+        &self.components[i * self.dim()..(i + 1) * self.dim()]
+    }
+
+    /// Every eigenvalue's share of the total variance, largest first (`dim` values).
+    pub fn explained_variance_ratio(&self) -> &[f64] {
+        &self.explained_variance_ratio
     }
 
     /// Share of the variance the kept components explain.
@@ -265,10 +348,13 @@ impl PcaModel {
                     }),
             );
         }
-        let components: Vec<f64> = self.components.iter().flatten().copied().collect();
+        let components = &self.components;
         let mut y = vec![0.0f64; n * k];
-        // SAFETY: y is n x k (row stride k), z is n x dim (row stride dim), and the rhs reads
-        // `components` ([k, dim] row-major) as its transpose, dim x k: every index is in bounds.
+        debug_assert_eq!(components.len(), k * dim);
+        // SAFETY: y is n x k (row stride k) and z is n x dim (row stride dim), as built above;
+        // `PcaModel::new`, the only constructor, guarantees `components.len() == k * dim`
+        // (and `mean`, `std` of `dim`), so the rhs read as the dim x k transpose of `[k, dim]`
+        // row-major stays in bounds.
         unsafe {
             gemm::gemm(
                 n,
@@ -311,13 +397,13 @@ impl PcaModel {
             variance_kept: self.variance_kept(),
             projection: "features_pca = ((x - mean) / std, 0 where std == 0) @ components.T".into(),
         };
-        let flat: Vec<f64> = self.components.iter().flatten().copied().collect();
+        let flat = &self.components;
         // In the order of FILES.
         let contents = [
             serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
             fruits_npy::to_bytes_f64(&[dim], &self.mean),
             fruits_npy::to_bytes_f64(&[dim], &self.std),
-            fruits_npy::to_bytes_f64(&[k, dim], &flat),
+            fruits_npy::to_bytes_f64(&[k, dim], flat),
             fruits_npy::to_bytes_f64(&[dim], &self.explained_variance_ratio),
         ];
         FILES.into_iter().zip(contents).collect()
@@ -343,17 +429,22 @@ impl PcaModel {
                 .map_err(|e| PcaError::Format(format!("{name}: {e}")))
         };
         let (dim, k) = (meta.dim, meta.k);
+        if dim == 0 || !(1..=dim).contains(&k) {
+            return Err(PcaError::Format(format!(
+                "pca.json: k = {k}, dim = {dim} (need 1 <= k <= dim)"
+            )));
+        }
         let mean = array("mean.npy", &[dim])?;
         let std = array("std.npy", &[dim])?;
         let flat = array("components.npy", &[k, dim])?;
         let explained_variance_ratio = array("explained_variance_ratio.npy", &[dim])?;
-        Ok(PcaModel {
-            count: meta.count,
+        PcaModel::new(
+            meta.count,
             mean,
             std,
-            components: flat.chunks(dim.max(1)).map(<[f64]>::to_vec).collect(),
+            flat.chunks(dim).map(<[f64]>::to_vec).collect(),
             explained_variance_ratio,
-        })
+        )
     }
 }
 
@@ -394,10 +485,10 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
     let order: Vec<usize> = (0..dim).rev().collect();
     let total: f64 = (0..dim).map(|i| values[i]).sum();
     let explained_variance_ratio: Vec<f64> = order.iter().map(|&i| values[i] / total).collect();
+    choice.check(dim)?;
     let k = match choice {
-        Components::K(k) if (1..=dim).contains(&k) => k,
-        Components::K(k) => return Err(PcaError::Choice(format!("k = {k} not in 1..={dim}"))),
-        Components::Variance(f) if f > 0.0 && f <= 1.0 => {
+        Components::K(k) => k,
+        Components::Variance(f) => {
             let mut acc = 0.0;
             let mut k = dim;
             for (i, r) in explained_variance_ratio.iter().enumerate() {
@@ -408,11 +499,6 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
                 }
             }
             k
-        }
-        Components::Variance(f) => {
-            return Err(PcaError::Choice(format!(
-                "variance target {f} not in (0, 1]"
-            )))
         }
     };
     let components = order[..k]
@@ -430,13 +516,13 @@ pub fn fit(sums: &PartialSums, choice: Components) -> Result<PcaModel, PcaError>
             v
         })
         .collect();
-    Ok(PcaModel {
-        count: sums.count,
-        mean: sums.mean.clone(),
+    PcaModel::new(
+        sums.count,
+        sums.mean.clone(),
         std,
         components,
         explained_variance_ratio,
-    })
+    )
 }
 
 #[cfg(test)]
@@ -496,10 +582,10 @@ mod tests {
         s.add_rows(&x);
         let m = fit(&s, Components::Variance(0.6)).unwrap();
         assert_eq!(m.k(), 1);
-        let r = &m.explained_variance_ratio;
+        let r = m.explained_variance_ratio();
         assert!((r.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(r[0] > 0.6 && r[0] < 0.7, "{r:?}");
-        let c = &m.components[0];
+        let c = m.component(0);
         assert!((c[0] - c[1]).abs() < 1e-9 && c[2].abs() < 0.2, "{c:?}");
         let round = PcaModel::from_files(|n| {
             m.to_files()
@@ -528,10 +614,11 @@ mod tests {
         let mut got = vec![0.0f32; 40 * 3];
         m.project_rows(&x, &mut got);
         for (row, got) in x.chunks_exact(dim).zip(got.chunks_exact(3)) {
-            for (j, c) in m.components.iter().enumerate() {
+            for j in 0..3 {
+                let c = m.component(j);
                 let want: f64 = (0..dim)
-                    .filter(|&d| m.std[d] > 0.0)
-                    .map(|d| (f64::from(row[d]) - m.mean[d]) / m.std[d] * c[d])
+                    .filter(|&d| m.std()[d] > 0.0)
+                    .map(|d| (f64::from(row[d]) - m.mean()[d]) / m.std()[d] * c[d])
                     .sum();
                 assert!((f64::from(got[j]) - want).abs() < 1e-5 * want.abs().max(1.0));
             }
@@ -544,7 +631,7 @@ mod tests {
         let mut s = PartialSums::new(2);
         s.add_rows(&[1.0, 3.0, 2.0, 3.0, 4.0, 3.0]);
         let m = fit(&s, Components::K(2)).unwrap();
-        assert_eq!(m.std[1], 0.0);
+        assert_eq!(m.std()[1], 0.0);
         let mut y = [0.0f32; 2];
         m.project(&[2.0, 3.0], &mut y);
         assert!(y.iter().all(|v| v.is_finite()));
@@ -556,5 +643,50 @@ mod tests {
             fit(&one, Components::K(1)),
             Err(PcaError::TooFewRows(1))
         ));
+    }
+
+    #[test]
+    fn hand_built_or_tampered_models_are_refused_not_read_out_of_bounds() {
+        let v = |n: usize| vec![0.5; n];
+        assert!(PcaModel::new(1, v(3), v(3), vec![v(3)], v(3)).is_ok());
+        for (mean, std, comps, evr) in [
+            (v(0), v(0), vec![], v(0)),
+            (v(3), v(2), vec![v(3)], v(3)),
+            (v(3), v(3), vec![v(2)], v(3)),
+            (v(3), v(3), vec![], v(3)),
+            (v(3), v(3), vec![v(3); 4], v(3)),
+            (v(3), v(3), vec![v(3)], v(1)),
+            (vec![f64::NAN; 3], v(3), vec![v(3)], v(3)),
+        ] {
+            assert!(PcaModel::new(1, mean, std, comps, evr).is_err());
+        }
+        // pca.json saying k > dim, or files of other shapes: one error, no panic.
+        let m = PcaModel::new(2, v(3), v(3), vec![v(3)], v(3)).unwrap();
+        let files = m.to_files();
+        let with = |name: &'static str, bytes: Vec<u8>| {
+            let files = files.clone();
+            PcaModel::from_files(move |n| {
+                if n == name {
+                    return Ok::<_, String>(bytes.clone());
+                }
+                Ok(files.iter().find(|f| f.0 == n).unwrap().1.clone())
+            })
+        };
+        let meta = |k: usize, dim: usize| {
+            format!(
+                r#"{{"format":"fruits-pca/1","dim":{dim},"k":{k},"count":2,"variance_kept":0.5,"projection":""}}"#
+            )
+            .into_bytes()
+        };
+        assert!(with("pca.json", meta(1, 3)).is_ok());
+        let err = with("pca.json", meta(5, 3)).unwrap_err().to_string();
+        assert!(err.contains("k = 5"), "{err}");
+        assert!(with("pca.json", meta(0, 0)).is_err());
+        let short = fruits_npy::to_bytes_f64(&[2], &[1.0, 2.0]);
+        assert!(with("std.npy", short).unwrap_err().to_string().contains("shape"));
+        assert!(Components::K(0).check(3).is_err());
+        assert!(Components::K(4).check(3).is_err());
+        assert!(Components::Variance(0.0).check(3).is_err());
+        assert!(Components::K(3).check(3).is_ok());
     }
 }

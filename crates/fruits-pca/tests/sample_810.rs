@@ -36,7 +36,7 @@ fn components_for_variance_targets_match_numpy() {
     }
     let mean = col0.iter().sum::<f64>() / n as f64;
     let var = col0.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let total: f64 = m90.std.iter().filter(|s| **s > 0.0).count() as f64;
+    let total: f64 = m90.std().iter().filter(|s| **s > 0.0).count() as f64;
     assert!(mean.abs() < 1e-4, "{mean}");
-    assert!((var / total - m90.explained_variance_ratio[0]).abs() < 1e-5);
+    assert!((var / total - m90.explained_variance_ratio()[0]).abs() < 1e-5);
 }

@@ -504,4 +504,4 @@ fn describe(e: &object_store::Error) -> String {
     }
 }
 
-pub use publish::{Staging, SUCCESS};
+pub use publish::{output_exists, Staging, SUCCESS};

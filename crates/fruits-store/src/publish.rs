@@ -432,8 +432,8 @@ async fn delete(at: &Location, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Whether a result (complete or not) is at `output`: on an object store, any object outside
-/// `_temporary/` (where only staging and leases live).
-async fn output_exists(output: &Location) -> Result<bool, StoreError> {
+/// `_temporary/` (where only staging and leases live, which never make an output exist).
+pub async fn output_exists(output: &Location) -> Result<bool, StoreError> {
     if let Some(dir) = output.local_dir() {
         return Ok(dir.exists());
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fruits_engine::{Engine, ExtractConfig, PcaSpec, Progress, Summary};
 use fruits_pca::{Components, PcaModel};
@@ -230,11 +230,6 @@ fn run(cli: Cli) -> Result<()> {
                 Some(k) => Components::K(k),
                 None => Components::Variance(a.pca_variance),
             };
-            if let Components::Variance(f) = pca {
-                if !(f > 0.0 && f <= 1.0) {
-                    bail!("--pca-variance must be in (0, 1], got {f}");
-                }
-            }
             run_job(&a.run, PcaSpec::Fit(pca))
         }
         Command::Project(a) => {

@@ -161,7 +161,42 @@ fn bad_setup_gives_one_clear_line_and_exit_1() {
             ],
             &[("FRUITS_WEIGHTS", &weights)],
         ),
-        &["--pca-variance must be in (0, 1]"],
+        &["variance target 1.5 not in (0, 1]"],
+    );
+    // An impossible --pca-k is refused before any photo is featurised.
+    for k in ["0", "1281"] {
+        let started = std::time::Instant::now();
+        assert_fails(
+            &fruits(
+                &["extract", "--input", i, "--output", o, "--pca-k", k],
+                &[("FRUITS_WEIGHTS", &weights)],
+            ),
+            &[&format!("k = {k} not in 1..=1280")],
+        );
+        assert!(started.elapsed().as_secs() < 60);
+    }
+    // A tampered saved PCA (k > dim): one line, no panic.
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    std::fs::write(
+        tampered.join("pca.json"),
+        r#"{"format":"fruits-pca/1","dim":3,"k":9,"count":2,"variance_kept":1,"projection":""}"#,
+    )
+    .unwrap();
+    assert_fails(
+        &fruits(
+            &[
+                "project",
+                "--pca",
+                tampered.to_str().unwrap(),
+                "--input",
+                i,
+                "--output",
+                o,
+            ],
+            &[("FRUITS_WEIGHTS", &weights)],
+        ),
+        &["k = 9", "tampered"],
     );
     assert_fails(
         &fruits(
