@@ -59,9 +59,9 @@ impl Components {
     /// variance in (0, 1]): checked before any work.
     pub fn check(&self, dim: usize) -> Result<(), PcaError> {
         match *self {
-            Components::K(k) if !(1..=dim).contains(&k) => Err(PcaError::Choice(format!(
-                "k = {k} not in 1..={dim}"
-            ))),
+            Components::K(k) if !(1..=dim).contains(&k) => {
+                Err(PcaError::Choice(format!("k = {k} not in 1..={dim}")))
+            }
             Components::Variance(f) if !(f > 0.0 && f <= 1.0) => Err(PcaError::Choice(format!(
                 "variance target {f} not in (0, 1]"
             ))),
@@ -260,7 +260,11 @@ impl PcaModel {
             ));
         }
         let flat: Vec<f64> = components.into_iter().flatten().collect();
-        let all = mean.iter().chain(&std).chain(&flat).chain(&explained_variance_ratio);
+        let all = mean
+            .iter()
+            .chain(&std)
+            .chain(&flat)
+            .chain(&explained_variance_ratio);
         if all.clone().any(|v| !v.is_finite()) || std.iter().any(|s| *s < 0.0) {
             return bad("values must be finite, std non-negative".into());
         }
@@ -683,7 +687,10 @@ mod tests {
         assert!(err.contains("k = 5"), "{err}");
         assert!(with("pca.json", meta(0, 0)).is_err());
         let short = fruits_npy::to_bytes_f64(&[2], &[1.0, 2.0]);
-        assert!(with("std.npy", short).unwrap_err().to_string().contains("shape"));
+        assert!(with("std.npy", short)
+            .unwrap_err()
+            .to_string()
+            .contains("shape"));
         assert!(Components::K(0).check(3).is_err());
         assert!(Components::K(4).check(3).is_err());
         assert!(Components::Variance(0.0).check(3).is_err());

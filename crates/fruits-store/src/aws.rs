@@ -4,7 +4,9 @@
 //! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...) over the shared files of the active profile
 //! (`AWS_PROFILE`, default `default`; `~/.aws/credentials` and `~/.aws/config`, or
-//! `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`). With no static credentials at all,
+//! `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`). An explicit profile
+//! ([`S3Options::profile`], `--profile`) names the identity: its files win over the
+//! environment. With no static credentials at all,
 //! `object_store` falls back to web identity, container and instance roles.
 
 use std::collections::HashMap;
@@ -30,36 +32,56 @@ pub struct S3Options {
 
 /// A builder for `bucket` with every setting applied in precedence order.
 pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+    let mut b = AmazonS3Builder::new();
+    for (key, value) in settings(opts, &env, &read) {
+        b = b.with_config(key, value);
+    }
+    if opts.allow_http {
+        b = b.with_allow_http(true);
+    }
+    b.with_bucket_name(bucket)
+}
+
+/// Every S3 setting, from `env` (the process environment) and the shared files (`read`),
+/// in the AWS tools' precedence: explicit options, then, with an explicit `--profile`, that
+/// profile's files over the environment (as the AWS CLI does: the profile names the identity),
+/// else the environment over the files of `AWS_PROFILE` (or `default`). Static credentials come
+/// as a set from one source: a source that gives an access key replaces the key, secret and
+/// session token of the sources below it.
+fn settings(
+    opts: &S3Options,
+    env: &[(String, String)],
+    read: &dyn Fn(&std::path::Path) -> Option<String>,
+) -> HashMap<AmazonS3ConfigKey, String> {
+    let var = |k: &str| {
+        env.iter()
+            .find(|(name, v)| name == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
     let profile = opts
         .profile
         .clone()
-        .or_else(|| env("AWS_PROFILE"))
+        .or_else(|| var("AWS_PROFILE"))
         .unwrap_or_else(|| "default".into());
-    let mut b = AmazonS3Builder::new();
-    // Shared files first, so that the environment and the options below win.
-    let home = env("HOME").map(PathBuf::from);
-    let credentials = env("AWS_SHARED_CREDENTIALS_FILE")
+    let home = var("HOME").map(PathBuf::from);
+    let credentials = var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
-    let config = env("AWS_CONFIG_FILE")
+    let config = var("AWS_CONFIG_FILE")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
-    let from_files = [
-        (
-            config,
-            if profile == "default" {
-                "default".to_string()
-            } else {
-                format!("profile {profile}")
-            },
-        ),
-        (credentials, profile.clone()),
-    ];
-    // Static keys from the files only when the environment has none.
-    let env_has_keys = env("AWS_ACCESS_KEY_ID").is_some();
-    for (file, section) in from_files {
-        let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
+    let config_section = if profile == "default" {
+        "default".to_string()
+    } else {
+        format!("profile {profile}")
+    };
+    let mut files = HashMap::new();
+    for (file, section) in [(config, config_section), (credentials, profile)] {
+        let Some(text) = file.and_then(|f| read(&f)) else {
             continue;
         };
         let values = ini_section(&text, &section);
@@ -70,40 +92,53 @@ pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
             ("aws_secret_access_key", AmazonS3ConfigKey::SecretAccessKey),
             ("aws_session_token", AmazonS3ConfigKey::Token),
         ] {
-            let is_key = key.starts_with("aws_");
             if let Some(v) = values.get(key) {
-                if !(is_key && env_has_keys) {
-                    b = b.with_config(config_key, v.clone());
-                }
+                files.insert(config_key, v.clone());
             }
         }
     }
-    for (os_key, os_value) in std::env::vars_os() {
-        let (Some(os_key), Some(os_value)) = (os_key.to_str(), os_value.to_str()) else {
+    let mut environment = HashMap::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("AWS_") else {
             continue;
         };
-        if let Some(rest) = os_key.strip_prefix("AWS_") {
-            if os_value.is_empty() || (rest == "PROFILE") {
-                continue;
-            }
-            if let Ok(key) = os_key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                b = b.with_config(key, os_value);
-            }
+        if value.is_empty() || rest == "PROFILE" {
+            continue;
+        }
+        if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            environment.insert(key, value.clone());
         }
     }
+    let mut explicit = HashMap::new();
     if let Some(e) = &opts.endpoint {
-        b = b.with_endpoint(e);
+        explicit.insert(AmazonS3ConfigKey::Endpoint, e.clone());
     }
     if let Some(r) = &opts.region {
-        b = b.with_region(r);
-    }
-    if opts.allow_http {
-        b = b.with_allow_http(true);
+        explicit.insert(AmazonS3ConfigKey::Region, r.clone());
     }
     if let Some((id, secret)) = &opts.credentials {
-        b = b.with_access_key_id(id).with_secret_access_key(secret);
+        explicit.insert(AmazonS3ConfigKey::AccessKeyId, id.clone());
+        explicit.insert(AmazonS3ConfigKey::SecretAccessKey, secret.clone());
     }
-    b.with_bucket_name(bucket)
+    let (lowest, middle) = if opts.profile.is_some() {
+        (environment, files)
+    } else {
+        (files, environment)
+    };
+    let mut out = lowest;
+    for layer in [middle, explicit] {
+        if layer.contains_key(&AmazonS3ConfigKey::AccessKeyId) {
+            for k in [
+                AmazonS3ConfigKey::AccessKeyId,
+                AmazonS3ConfigKey::SecretAccessKey,
+                AmazonS3ConfigKey::Token,
+            ] {
+                out.remove(&k);
+            }
+        }
+        out.extend(layer);
+    }
+    out
 }
 
 /// The `key = value` pairs of `[section]` in an AWS-style INI file.
@@ -130,6 +165,62 @@ fn ini_section(text: &str, section: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_profile_wins_over_the_environment_and_the_environment_over_aws_profile() {
+        let files = |p: &std::path::Path| -> Option<String> {
+            let name = p.file_name()?.to_str()?;
+            match name {
+                "credentials" => Some("[dev]\naws_access_key_id = DEV\naws_secret_access_key = devsecret\n[default]\naws_access_key_id = DEF\naws_secret_access_key = defsecret\n".into()),
+                "config" => Some("[profile dev]\nregion = eu-west-3\nendpoint_url = http://dev:9000\n".into()),
+                _ => None,
+            }
+        };
+        let env: Vec<(String, String)> = [
+            ("HOME", "/home/u"),
+            ("AWS_ACCESS_KEY_ID", "ENV"),
+            ("AWS_SECRET_ACCESS_KEY", "envsecret"),
+            ("AWS_SESSION_TOKEN", "envtoken"),
+            ("AWS_REGION", "us-east-2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let get = |m: &HashMap<AmazonS3ConfigKey, String>, k| m.get(&k).cloned();
+        use AmazonS3ConfigKey as K;
+        // --profile dev: the profile's identity, region and endpoint; no stray env token.
+        let dev = S3Options {
+            profile: Some("dev".into()),
+            ..S3Options::default()
+        };
+        let m = settings(&dev, &env, &files);
+        assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("DEV"));
+        assert_eq!(get(&m, K::SecretAccessKey).as_deref(), Some("devsecret"));
+        assert_eq!(get(&m, K::Token), None);
+        assert_eq!(get(&m, K::Region).as_deref(), Some("eu-west-3"));
+        assert_eq!(get(&m, K::Endpoint).as_deref(), Some("http://dev:9000"));
+        // AWS_PROFILE=dev (not explicit): the environment's keys and region win.
+        let mut with_env_profile = env.clone();
+        with_env_profile.push(("AWS_PROFILE".into(), "dev".into()));
+        let m = settings(&S3Options::default(), &with_env_profile, &files);
+        assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("ENV"));
+        assert_eq!(get(&m, K::Token).as_deref(), Some("envtoken"));
+        assert_eq!(get(&m, K::Region).as_deref(), Some("us-east-2"));
+        assert_eq!(get(&m, K::Endpoint).as_deref(), Some("http://dev:9000"));
+        // Explicit options win over both.
+        let explicit = S3Options {
+            profile: Some("dev".into()),
+            region: Some("ap-south-1".into()),
+            credentials: Some(("OPT".into(), "optsecret".into())),
+            ..S3Options::default()
+        };
+        let m = settings(&explicit, &env, &files);
+        assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("OPT"));
+        assert_eq!(get(&m, K::Region).as_deref(), Some("ap-south-1"));
+        // No profile, no env keys: the default profile's keys.
+        let m = settings(&S3Options::default(), &env[..1], &files);
+        assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("DEF"));
+    }
 
     #[test]
     fn reads_the_named_section_only() {

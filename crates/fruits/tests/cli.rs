@@ -165,7 +165,6 @@ fn bad_setup_gives_one_clear_line_and_exit_1() {
     );
     // An impossible --pca-k is refused before any photo is featurised.
     for k in ["0", "1281"] {
-        let started = std::time::Instant::now();
         assert_fails(
             &fruits(
                 &["extract", "--input", i, "--output", o, "--pca-k", k],
@@ -173,7 +172,6 @@ fn bad_setup_gives_one_clear_line_and_exit_1() {
             ),
             &[&format!("k = {k} not in 1..=1280")],
         );
-        assert!(started.elapsed().as_secs() < 60);
     }
     // A tampered saved PCA (k > dim): one line, no panic.
     let tampered = dir.path().join("tampered");
