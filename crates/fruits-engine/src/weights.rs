@@ -22,9 +22,7 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
     let loc = Location::parse_with(uri, s3)?;
     let cache = fruits_model::weights::cache_dir()
         .ok_or_else(|| EngineError::Weights("no home folder for the weights cache".into()))?;
-    let target = cache
-        .join("remote")
-        .join(uri.trim_start_matches("s3://").trim_end_matches('/'));
+    let target = remote_cache_path(&cache, &loc);
     let io = |p: &std::path::Path, e: std::io::Error| {
         EngineError::Weights(format!("{}: {e}", p.display()))
     };
@@ -68,6 +66,24 @@ pub async fn local_weights(uri: &str, s3: &S3Options) -> Result<PathBuf, EngineE
         save(&target.join(name), &bytes)?;
     }
     Ok(target)
+}
+
+/// Where `<cache>/remote/<bucket>/<key>` keeps a copy of `loc`: built from the bucket and the
+/// key's parts (which object paths never let be `.` or `..`), so no URI can name a path
+/// outside the cache.
+fn remote_cache_path(cache: &std::path::Path, loc: &Location) -> PathBuf {
+    let uri = loc.uri();
+    let bucket = uri
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .replace(['.', '\\'], "_");
+    loc.prefix()
+        .parts()
+        .fold(cache.join("remote").join(bucket), |p, part| {
+            p.join(part.as_ref())
+        })
 }
 
 /// Which weights a plan's `featurize` uses: what the user gave (`None`: each process finds its
@@ -125,5 +141,41 @@ impl ModelSource {
         let model = Arc::new(model);
         models.insert(self.clone(), model.clone());
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_paths_stay_inside_the_cache() {
+        let cache = std::path::Path::new("/cache");
+        let mut checked = 0;
+        for uri in [
+            "s3://../x.h5",
+            "s3://../../etc/x.h5",
+            "s3://b/../../../etc/passwd",
+            "s3://b/%2E%2E/%2E%2E/x.h5",
+            "s3://b/models/./m.h5",
+        ] {
+            let Ok(loc) = Location::parse(uri) else {
+                continue;
+            };
+            let p = remote_cache_path(cache, &loc);
+            assert!(
+                p.starts_with("/cache/remote/")
+                    && !p.components().any(|c| c == std::path::Component::ParentDir),
+                "{uri} -> {}",
+                p.display()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 2);
+        let loc = Location::parse("s3://bucket/models/m.h5").unwrap();
+        assert_eq!(
+            remote_cache_path(cache, &loc),
+            std::path::Path::new("/cache/remote/bucket/models/m.h5")
+        );
     }
 }

@@ -103,8 +103,9 @@ struct RunArgs {
 
 #[derive(Args)]
 struct SchedulerArgs {
-    /// HOST:PORT to listen on.
-    #[arg(long, default_value = "0.0.0.0:50050")]
+    /// HOST:PORT to listen on. The cluster has no authentication: bind a private network's
+    /// address only (see the README's trust model).
+    #[arg(long, default_value = "127.0.0.1:50050")]
     bind: String,
     /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere
     /// (keep it several times the executors' --heartbeat).
