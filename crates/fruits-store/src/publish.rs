@@ -166,6 +166,12 @@ impl Staging {
     /// Publishes the staged result with `_SUCCESS` holding `summary` plus a `commit` field
     /// (`run`, `objects`: every object of the result). See the module docs for the steps.
     pub async fn commit(mut self, summary: serde_json::Value) -> Result<(), StoreError> {
+        let result = self.publish(summary).await;
+        self.release().await;
+        result
+    }
+
+    async fn publish(&mut self, summary: serde_json::Value) -> Result<(), StoreError> {
         let staged = self.staged.list_paths().await?;
         let mut objects: Vec<(String, String)> = staged
             .iter()
@@ -203,7 +209,7 @@ impl Staging {
             }
             _ => None,
         };
-        let result = match local {
+        match local {
             Some(Ok(true)) => Ok(()),
             Some(Err(e)) => Err(e),
             // No exchange on this file system: the data files already carry their final names.
@@ -227,9 +233,7 @@ impl Staging {
                 })
                 .await
             }
-        };
-        self.release().await;
-        result
+        }
     }
 
     /// Deletes the staged result (a failed run) and lets other runs in.

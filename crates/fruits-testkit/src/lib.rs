@@ -349,9 +349,13 @@ pub fn flaky_proxy(target: &str, fail_first: usize, drop_instead: bool) -> Strin
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut client) = stream else { continue };
             if n < fail_first {
-                if !drop_instead {
-                    let mut buf = [0u8; 4096];
-                    let _ = client.read(&mut buf);
+                let mut buf = [0u8; 4096];
+                let _ = client.read(&mut buf);
+                if drop_instead {
+                    // A reset once the request is in: the client sees "connection reset", as
+                    // from a server that dies mid-request (a plain close races the request).
+                    reset_on_close(&client);
+                } else {
                     let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code></Error>";
                     let _ = write!(
                         client,
@@ -379,6 +383,26 @@ pub fn flaky_proxy(target: &str, fail_first: usize, drop_instead: bool) -> Strin
         }
     });
     url
+}
+
+/// Makes closing `stream` send a TCP reset (`SO_LINGER` 0).
+fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the descriptor is open for the call, and `linger` is a valid `struct linger`
+    // whose size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// One row of a fruits result: `path`, `label`, `features`, `features_pca`.
