@@ -13,7 +13,9 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use fruits_engine::plan::{FeatureReadExec, ImageReadExec, Store, StoreRef, WriteExec, WriteKind};
+use fruits_engine::plan::{
+    FeatureReadExec, ImageReadExec, Limits, Store, StoreRef, WriteExec, WriteKind,
+};
 use fruits_engine::udf::{Featurize, PcaProject};
 use fruits_engine::ModelSource;
 use fruits_pca::PcaModel;
@@ -32,6 +34,7 @@ enum Node {
     ImageRead {
         store: StoreRef,
         batch_size: usize,
+        limits: Limits,
     },
     FeatureRead {
         staging: StoreRef,
@@ -128,10 +131,15 @@ impl PhysicalExtensionCodec for FruitsCodec {
                 .ok_or_else(|| DataFusionError::Internal("a fruits node without input".into()))
         };
         Ok(match node {
-            Node::ImageRead { store, batch_size } => Arc::new(ImageReadExec::new(
+            Node::ImageRead {
+                store,
+                batch_size,
+                limits,
+            } => Arc::new(ImageReadExec::new(
                 input()?,
                 Store::open(store)?,
                 batch_size,
+                limits,
             )),
             Node::FeatureRead { staging } => {
                 Arc::new(FeatureReadExec::new(input()?, Store::open(staging)?))
@@ -164,6 +172,7 @@ impl PhysicalExtensionCodec for FruitsCodec {
             let node = Node::ImageRead {
                 store: read.store().clone(),
                 batch_size: read.batch_size(),
+                limits: read.limits(),
             };
             return encode(node, &[], buf);
         }

@@ -27,7 +27,8 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::plan::{
     image_list, part_list, part_name, report_name, sums_name, with_udf_column, FeatureReadExec,
-    ImageReadExec, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR, SUMS_DIR,
+    ImageReadExec, Limits, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR,
+    SUMS_DIR,
 };
 use crate::udf::{Featurize, PcaProject};
 use crate::weights::ModelSource;
@@ -64,6 +65,8 @@ pub struct ExtractConfig {
     pub overwrite: bool,
     /// Images per model batch.
     pub batch_size: usize,
+    /// What one image may cost (file bytes, pixels).
+    pub limits: Limits,
     /// S3 settings that override the environment.
     pub s3: fruits_store::S3Options,
 }
@@ -321,6 +324,7 @@ async fn run_stages(
         image_list(&partitions)?,
         Store::new(input.clone(), &cfg.s3),
         cfg.batch_size,
+        cfg.limits,
     ));
     let featurized = with_udf_column(
         scan,

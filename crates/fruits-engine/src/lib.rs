@@ -22,6 +22,7 @@ pub mod weights;
 
 pub use engine::{Engine, InProcess};
 pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
+pub use plan::Limits;
 pub use weights::ModelSource;
 
 impl EngineError {

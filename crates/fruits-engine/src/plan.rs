@@ -51,8 +51,57 @@ use crate::extract::{Progress, Skipped};
 use crate::sink::PartWriter;
 use crate::udf::float_list;
 
-/// Objects read concurrently per partition (keeps an S3 pipe full; bounds memory).
+/// Objects read concurrently per partition (keeps an S3 pipe full).
 const READ_AHEAD: usize = 16;
+
+/// Bytes of image files read ahead per partition and not yet in a batch (bounds memory
+/// whatever the files' sizes; a file larger than this is read alone).
+const READ_BUDGET: u64 = 32 << 20;
+
+/// A batch of image bytes is closed before it would grow past this (or `batch_size` rows).
+const BATCH_BYTES: u64 = 32 << 20;
+
+/// What one image may cost, checked before its bytes are read (file size, from the store's
+/// answer) and before it is decoded (pixels, from its header). With the read budget and
+/// batch cap above they bound a run's memory on any input (README, "Bad input").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest image file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest image decoded, in pixels (width x height).
+    pub max_pixels: u64,
+}
+
+impl Limits {
+    /// The defaults: 32 MiB files, 40 million pixels (a 7,300 x 5,480 photo).
+    pub const DEFAULT: Limits = Limits {
+        max_file_bytes: 32 << 20,
+        max_pixels: 40_000_000,
+    };
+
+    /// Why `bytes` (of a file of `size` bytes) may not be decoded, if it may not.
+    fn refuse(&self, size: u64, bytes: Option<&[u8]>) -> Option<String> {
+        if size > self.max_file_bytes {
+            return Some(format!(
+                "file of {size} bytes exceeds the {} MiB limit (--max-file-mb)",
+                self.max_file_bytes >> 20
+            ));
+        }
+        let (w, h) = fruits_image::dimensions(bytes?).ok()?;
+        ((w as u64).saturating_mul(h as u64) > self.max_pixels).then(|| {
+            format!(
+                "image of {w}x{h} pixels exceeds the {}-pixel limit (--max-pixels)",
+                self.max_pixels
+            )
+        })
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
 
 /// Staged features, below the staging location; removed before publishing.
 pub const FEATURES_DIR: &str = "_features";
@@ -267,12 +316,19 @@ pub struct ImageReadExec {
     input: Arc<dyn ExecutionPlan>,
     store: Store,
     batch_size: usize,
+    limits: Limits,
     props: Arc<PlanProperties>,
 }
 
 impl ImageReadExec {
-    /// Reads from `store` what `input` ([`image_list`]) names.
-    pub fn new(input: Arc<dyn ExecutionPlan>, store: Store, batch_size: usize) -> Self {
+    /// Reads from `store` what `input` ([`image_list`]) names; images over `limits` are set
+    /// aside with the reason, unread or undecoded.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        store: Store,
+        batch_size: usize,
+        limits: Limits,
+    ) -> Self {
         let props = properties(
             image_schema(),
             input.properties().output_partitioning().partition_count(),
@@ -281,8 +337,14 @@ impl ImageReadExec {
             input,
             store,
             batch_size: batch_size.max(1),
+            limits,
             props,
         }
+    }
+
+    /// What one image may cost.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Where the images are.
@@ -354,6 +416,7 @@ impl ExecutionPlan for ImageReadExec {
             only_child(children)?,
             self.store.clone(),
             self.batch_size,
+            self.limits,
         )))
     }
 
@@ -386,43 +449,82 @@ impl ExecutionPlan for ImageReadExec {
                 }))
             })
             .try_flatten();
+        let limits = self.limits;
+        // Open up to READ_AHEAD objects at once (their sizes known, bytes not yet read), take
+        // each one's bytes from the read budget in list order (so the oldest read can always
+        // proceed), then read the bodies concurrently.
+        let budget = Arc::new(tokio::sync::Semaphore::new((READ_BUDGET >> 10) as usize));
         let reads = rows
             .map(move |row| {
                 let location = location.clone();
                 async move {
                     let (p, path, label) = row?;
                     // The listed path, verbatim: re-encoding it would name another object.
-                    let (uri, bytes) = match fruits_store::stored_path(&path) {
-                        Ok(path) => (location.uri_of(&path), location.get(&path).await),
+                    let opened = match fruits_store::stored_path(&path) {
+                        Ok(path) => (location.uri_of(&path), location.open(&path).await),
                         Err(e) => (path, Err(e)),
                     };
-                    Ok::<_, DataFusionError>((p, uri, label, bytes))
+                    Ok::<_, DataFusionError>((p, opened.0, label, opened.1))
                 }
             })
             .buffered(READ_AHEAD)
-            .chunks(batch_size);
+            .and_then(move |(p, uri, label, opened)| {
+                let budget = budget.clone();
+                async move {
+                    let size = opened.as_ref().map(|o| o.size()).unwrap_or(0);
+                    let kib = (size.min(READ_BUDGET) >> 10).max(1) as u32;
+                    let permit = budget.acquire_many_owned(kib).await.map_err(|e| {
+                        DataFusionError::Internal(format!("read budget closed: {e}"))
+                    })?;
+                    Ok((p, uri, label, opened, permit))
+                }
+            })
+            .map_ok(move |(p, uri, label, opened, permit)| async move {
+                let bytes: std::result::Result<bytes::Bytes, String> = match opened {
+                    Err(e) => Err(format!("read failed: {e}")),
+                    Ok(o) => match limits.refuse(o.size(), None) {
+                        Some(why) => Err(why),
+                        None => match o.bytes().await {
+                            Err(e) => Err(format!("read failed: {e}")),
+                            Ok(b) => match limits.refuse(b.len() as u64, Some(&b)) {
+                                Some(why) => Err(why),
+                                None => Ok(b),
+                            },
+                        },
+                    },
+                };
+                Ok::<_, DataFusionError>(Read {
+                    partition: p,
+                    uri,
+                    label,
+                    bytes,
+                    permit: Some(permit),
+                })
+            })
+            .try_buffered(READ_AHEAD);
         let batch_schema = schema.clone();
-        let batches = reads.map(move |rows| -> Result<RecordBatch> {
+        let batches = batches_of(reads, batch_size, BATCH_BYTES).map(move |rows| {
+            let rows = rows?;
             let mut part = Vec::with_capacity(rows.len());
             let mut path = StringBuilder::new();
             let mut label = StringBuilder::new();
             let mut content = BinaryBuilder::new();
             let mut error = StringBuilder::new();
             for row in rows {
-                let (p, uri, lab, bytes) = row?;
-                part.push(p);
-                path.append_value(&uri);
-                label.append_value(&lab);
-                match bytes {
+                part.push(row.partition);
+                path.append_value(&row.uri);
+                label.append_value(&row.label);
+                match &row.bytes {
                     Ok(b) => {
-                        content.append_value(&b);
+                        content.append_value(b);
                         error.append_null();
                     }
                     Err(e) => {
                         content.append_null();
-                        error.append_value(format!("read failed: {e}"));
+                        error.append_value(e);
                     }
                 }
+                // `row`'s bytes are released here (the builder holds a copy).
             }
             Ok(RecordBatch::try_new(
                 batch_schema.clone(),
@@ -435,8 +537,8 @@ impl ExecutionPlan for ImageReadExec {
                 ],
             )?)
         });
-        // Produce on the I/O runtime, two batches ahead; stops when the consumer goes away.
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        // Produce on the I/O runtime, one batch ahead; stops when the consumer goes away.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let producer = io_runtime()?.spawn(async move {
             let mut batches = std::pin::pin!(batches);
             while let Some(batch) = batches.next().await {
@@ -451,6 +553,69 @@ impl ExecutionPlan for ImageReadExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
+}
+
+/// One image read (or refused), holding its share of the read budget until it is batched.
+struct Read {
+    partition: u32,
+    uri: String,
+    label: String,
+    bytes: std::result::Result<bytes::Bytes, String>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// `reads` in order, grouped into batches of at most `rows` reads and, where a batch has
+/// more than one, at most `max_bytes` bytes; an error ends the stream. A read gives its share
+/// of the read budget back as it is taken into a batch (from then on the batch cap bounds
+/// it), so the oldest read waiting for budget is never blocked by a batch waiting for it.
+fn batches_of(
+    reads: impl futures::Stream<Item = Result<Read>> + Send + 'static,
+    rows: usize,
+    max_bytes: u64,
+) -> impl futures::Stream<Item = Result<Vec<Read>>> + Send + 'static {
+    let reads = Box::pin(reads);
+    futures::stream::unfold(
+        (reads, None::<Read>, false),
+        move |(mut reads, mut next, done)| async move {
+            if done && next.is_none() {
+                return None;
+            }
+            let mut batch: Vec<Read> = Vec::new();
+            let mut bytes = 0u64;
+            let size = |r: &Read| r.bytes.as_ref().map(|b| b.len() as u64).unwrap_or(0);
+            let mut finished = done;
+            loop {
+                let read = match next.take() {
+                    Some(r) => r,
+                    None if finished => break,
+                    None => match reads.next().await {
+                        Some(Ok(mut r)) => {
+                            r.permit = None;
+                            r
+                        }
+                        Some(Err(e)) => return Some((Err(e), (reads, None, true))),
+                        None => {
+                            finished = true;
+                            break;
+                        }
+                    },
+                };
+                if !batch.is_empty() && bytes + size(&read) > max_bytes {
+                    next = Some(read);
+                    break;
+                }
+                bytes += size(&read);
+                batch.push(read);
+                if batch.len() >= rows {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                return None;
+            }
+            Some((Ok(batch), (reads, next, finished)))
+        },
+    )
 }
 
 /// Aborts a spawned task when the stream that consumes it is dropped.
@@ -966,4 +1131,63 @@ pub fn with_udf_column(
     )?;
     exprs.push((Arc::new(call), alias.to_string()));
     Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(i: u32, len: usize) -> Result<Read> {
+        Ok(Read {
+            partition: 0,
+            uri: i.to_string(),
+            label: String::new(),
+            bytes: Ok(bytes::Bytes::from(vec![0u8; len])),
+            permit: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn batches_close_at_rows_or_bytes_and_keep_order() {
+        let reads = futures::stream::iter(vec![
+            read(0, 10),
+            read(1, 10),
+            read(2, 100),
+            read(3, 1),
+            read(4, 1),
+            read(5, 1),
+            read(6, 1),
+        ]);
+        let batches: Vec<Vec<String>> = batches_of(reads, 3, 50)
+            .map(|b| b.unwrap().into_iter().map(|r| r.uri).collect())
+            .collect()
+            .await;
+        assert_eq!(
+            batches,
+            [vec!["0", "1"], vec!["2"], vec!["3", "4", "5"], vec!["6"]]
+        );
+    }
+
+    #[test]
+    fn limits_refuse_big_files_unread_and_big_images_undecoded() {
+        let limits = Limits {
+            max_file_bytes: 1 << 20,
+            max_pixels: 100,
+        };
+        assert!(limits
+            .refuse(2 << 20, None)
+            .unwrap()
+            .contains("1 MiB limit"));
+        assert_eq!(limits.refuse(10, None), None);
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&11u32.to_be_bytes());
+        png.extend_from_slice(&10u32.to_be_bytes());
+        let why = limits.refuse(30, Some(&png)).unwrap();
+        assert!(
+            why.contains("11x10 pixels exceeds the 100-pixel limit"),
+            "{why}"
+        );
+        png[19] = 9;
+        assert_eq!(limits.refuse(30, Some(&png)), None);
+    }
 }

@@ -27,6 +27,7 @@ fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) ->
         pca,
         overwrite: false,
         batch_size: 4,
+        limits: Default::default(),
         s3: Default::default(),
     }
 }

@@ -203,13 +203,82 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 /// bombs; so does fruits, before allocating anything.
 const MAX_PIXELS: usize = 2 * 89_478_485;
 
+/// The longest side fruits resizes (JPEG's own limit is 65,535). Resizing costs memory in
+/// proportion to each side (a 1 x 60,000,000 PNG would need gigabytes of filter weights and
+/// intermediate rows), so longer sides are refused from the header, before any allocation.
+pub const MAX_SIDE: usize = 65_535;
+
 fn check_size(width: usize, height: usize) -> Result<(), String> {
     if width.saturating_mul(height) > MAX_PIXELS {
         return Err(format!(
             "image of {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit"
         ));
     }
+    if width.max(height) > MAX_SIDE {
+        return Err(format!(
+            "image of {width}x{height} pixels has a side over {MAX_SIDE} pixels"
+        ));
+    }
     Ok(())
+}
+
+/// Width and height from the header of JPEG or PNG bytes, without decoding the pixels (to
+/// refuse an image over a memory limit before it is decoded).
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        // IHDR is the first chunk: width and height big-endian at bytes 16..24.
+        let be = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        return match (bytes.get(12..16), be(16), be(20)) {
+            (Some(b"IHDR"), Some(w), Some(h)) => Ok((w, h)),
+            _ => Err(ImageError::Decode {
+                format: "PNG",
+                message: "no IHDR header".into(),
+            }),
+        };
+    }
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        return jpeg_dimensions(bytes).ok_or_else(|| ImageError::Decode {
+            format: "JPEG",
+            message: "no frame header".into(),
+        });
+    }
+    Err(ImageError::UnknownFormat)
+}
+
+/// The size in the first SOFn marker of a JPEG, walking the marker segments.
+fn jpeg_dimensions(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 2;
+    loop {
+        // Skip fill bytes before a marker.
+        while *bytes.get(at)? == 0xFF && *bytes.get(at + 1)? == 0xFF {
+            at += 1;
+        }
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(at + 1)?;
+        let len = usize::from(u16::from_be_bytes([
+            *bytes.get(at + 2)?,
+            *bytes.get(at + 3)?,
+        ]));
+        let sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if sof {
+            let h = u16::from_be_bytes([*bytes.get(at + 5)?, *bytes.get(at + 6)?]);
+            let w = u16::from_be_bytes([*bytes.get(at + 7)?, *bytes.get(at + 8)?]);
+            return Some((usize::from(w), usize::from(h)));
+        }
+        if marker == 0xDA || len < 2 {
+            return None;
+        }
+        at += 2 + len;
+    }
 }
 
 /// Pillow's `CMYK` → `RGB` (`cmyk2rgb` in `Convert.c`); JPEGs store inverted ink.
@@ -522,6 +591,40 @@ pub fn to_model_input(img: &RgbImage, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dimensions_come_from_the_header_alone() {
+        let jpeg = {
+            let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+            c.set_size(37, 21);
+            let mut started = c.start_compress(Vec::new()).unwrap();
+            started.write_scanlines(&vec![128u8; 37 * 21 * 3]).unwrap();
+            started.finish().unwrap()
+        };
+        assert_eq!(dimensions(&jpeg).unwrap(), (37, 21));
+        assert_eq!(dimensions(&jpeg[..200.min(jpeg.len())]).unwrap(), (37, 21));
+        let mut png = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut png, 5, 3);
+            e.set_color(png::ColorType::Rgb);
+            let mut w = e.write_header().unwrap();
+            w.write_image_data(&[9u8; 5 * 3 * 3]).unwrap();
+        }
+        assert_eq!(dimensions(&png).unwrap(), (5, 3));
+        assert!(dimensions(b"GIF89a").is_err());
+        assert!(dimensions(&[0xFF, 0xD8, 0xFF]).is_err());
+        // A side over MAX_SIDE is refused before decoding.
+        let mut tall = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut tall, 1, MAX_SIDE as u32 + 1);
+            e.set_color(png::ColorType::Grayscale);
+            let mut w = e.write_header().unwrap();
+            w.write_image_data(&vec![7u8; MAX_SIDE + 1]).unwrap();
+        }
+        assert_eq!(dimensions(&tall).unwrap(), (1, MAX_SIDE + 1));
+        let err = decode(&tall).unwrap_err().to_string();
+        assert!(err.contains("side over 65535"), "{err}");
+    }
 
     #[test]
     fn jpeg_errors_carry_libjpeg_text() {

@@ -133,6 +133,33 @@ pub fn stored_path(raw: &str) -> Result<Path, StoreError> {
     })
 }
 
+/// An object whose read has begun ([`Location::open`]).
+pub struct Opened {
+    result: object_store::GetResult,
+    error: Box<dyn Fn(object_store::Error) -> StoreError + Send + Sync>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("location", &self.result.meta.location)
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+impl Opened {
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.result.meta.size
+    }
+
+    /// Its bytes.
+    pub async fn bytes(self) -> Result<bytes::Bytes, StoreError> {
+        self.result.bytes().await.map_err(self.error)
+    }
+}
+
 /// An opened store and a prefix in it.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -409,12 +436,21 @@ impl Location {
 
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<bytes::Bytes, StoreError> {
-        let r = self
+        self.open(path).await?.bytes().await
+    }
+
+    /// Starts reading an object: its size is known once this returns, its bytes are fetched
+    /// by [`Opened::bytes`] (so a reader can budget memory before taking them).
+    pub async fn open(&self, path: &Path) -> Result<Opened, StoreError> {
+        let result = self
             .store
             .get(path)
             .await
             .map_err(self.object_error(path))?;
-        r.bytes().await.map_err(self.object_error(path))
+        Ok(Opened {
+            error: Box::new(self.object_error(path)),
+            result,
+        })
     }
 
     /// Reads `rel` below the prefix.

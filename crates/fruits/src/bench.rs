@@ -124,6 +124,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             pca: PcaSpec::Fit(Components::Variance(0.95)),
             overwrite: false,
             batch_size: batch,
+            limits: fruits_engine::Limits::default(),
             s3: s3.clone(),
         };
         let progress = Arc::new(Progress::default());

@@ -86,6 +86,12 @@ struct RunArgs {
     /// Images per model batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     batch_size: u64,
+    /// Largest image file read, in MiB; larger files are skipped into _errors.json.
+    #[arg(long, default_value_t = fruits_engine::Limits::DEFAULT.max_file_bytes >> 20)]
+    max_file_mb: u64,
+    /// Largest image decoded, in pixels (width x height); larger ones are skipped.
+    #[arg(long, default_value_t = fruits_engine::Limits::DEFAULT.max_pixels)]
+    max_pixels: u64,
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -369,6 +375,10 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         pca,
         overwrite: a.overwrite,
         batch_size: a.batch_size as usize,
+        limits: fruits_engine::Limits {
+            max_file_bytes: a.max_file_mb.saturating_mul(1 << 20),
+            max_pixels: a.max_pixels,
+        },
         s3,
     };
     let progress = Arc::new(Progress::default());

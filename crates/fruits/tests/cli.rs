@@ -176,6 +176,12 @@ fn bad_setup_gives_one_clear_line_and_exit_1() {
     // A tampered saved PCA (k > dim): one line, no panic.
     let tampered = dir.path().join("tampered");
     std::fs::create_dir_all(&tampered).unwrap();
+    let mut sums = fruits_pca::PartialSums::new(3);
+    sums.add_rows(&[1.0, 2.0, 3.0, 2.0, 2.0, 0.0, 5.0, 1.0, 1.0]);
+    let model = fruits_pca::fit(&sums, fruits_pca::Components::K(2)).unwrap();
+    for (name, bytes) in model.to_files() {
+        std::fs::write(tampered.join(name), bytes).unwrap();
+    }
     std::fs::write(
         tampered.join("pca.json"),
         r#"{"format":"fruits-pca/1","dim":3,"k":9,"count":2,"variance_kept":1,"projection":""}"#,

@@ -46,8 +46,8 @@ fn start(mut cmd: Command) -> (Proc, String) {
 }
 
 /// A scheduler (lost executors detected after 3 s) and `n` executors (1 task at a time,
-/// heartbeat every second); returns them and the `df://` URL.
-fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String) {
+/// heartbeat every second); returns them, the `df://` URL and the executors' names.
+fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String, Vec<String>) {
     let args = [
         "scheduler",
         "--bind",
@@ -64,6 +64,7 @@ fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String) {
         .to_string();
     assert!(line.contains("listening on 127.0.0.1:"), "{line}");
     let mut procs = vec![scheduler];
+    let mut names = Vec::new();
     for i in 0..n {
         let work = cache.join(format!("work-{i}"));
         let args = [
@@ -80,9 +81,16 @@ fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String) {
         std::fs::create_dir_all(&work).unwrap();
         let (executor, line) = start(fruits(server, cache, &args));
         assert!(line.contains("registered"), "{line}");
+        // "fruits executor NAME registered with ..."
+        names.push(
+            line.split_whitespace()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string(),
+        );
         procs.push(executor);
     }
-    (procs, format!("df://{addr}"))
+    (procs, format!("df://{addr}"), names)
 }
 
 fn text(b: &[u8]) -> String {
@@ -138,7 +146,7 @@ fn cluster_result_equals_the_in_process_result() {
     std::fs::write(bucket.join("Test/Class 2/broken.jpg"), b"not a jpeg").unwrap();
     fruits_testkit::synthetic_weights(&bucket.join("models/w"), 5);
     let cache = tempfile::tempdir().unwrap();
-    let (_procs, url) = cluster(&server, cache.path(), 2);
+    let (_procs, url, _) = cluster(&server, cache.path(), 2);
     let common = [
         "extract",
         "--input",
@@ -195,7 +203,7 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
     fruits_testkit::write_photo_tree(&bucket.join("Test"), 6, 40);
     fruits_testkit::synthetic_weights(&bucket.join("models/w"), 6);
     let cache = tempfile::tempdir().unwrap();
-    let (mut procs, url) = cluster(&server, cache.path(), 2);
+    let (mut procs, url, names) = cluster(&server, cache.path(), 2);
     let mut run = fruits(
         &server,
         cache.path(),
@@ -247,9 +255,30 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("wrote 240 rows"), "{stdout}");
     let rows = read_rows(&bucket.join("out"));
-    let mut paths: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
-    paths.dedup();
+    assert_eq!(rows.len(), 240, "no row lost, none written twice");
+    let paths: std::collections::HashSet<_> = rows.iter().map(|r| r.0.clone()).collect();
     assert_eq!(paths.len(), 240, "every image exactly once");
+    // The killed executor's work was redone: it was killed after at most a few tasks, yet
+    // the per-worker counts add up to every image, so the survivor ran the rest, beyond the
+    // even share (30 tasks of 4 images) it would have had with both alive.
+    let per_worker = |name: &str| -> u64 {
+        stdout
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}: "))?
+                    .strip_suffix(" images")
+            })
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(workers(&stdout).iter().sum::<u64>(), 240, "{stdout}");
+    let (victim, survivor) = (per_worker(&names[0]), per_worker(&names[1]));
+    assert_eq!(victim + survivor, 240, "{stdout}");
+    assert!(
+        victim < 120 && survivor > 120,
+        "lost tasks not redone: {stdout}"
+    );
     let stray: Vec<_> = server
         .objects("fruits")
         .into_iter()
