@@ -307,8 +307,16 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         format: "PNG",
         message: e.to_string(),
     };
+    // Pillow opens 16-bit grey as "I;16" and clips it to 255 when converting to RGB; every
+    // other 16-bit PNG (grey + alpha, RGB, RGBA) it reads by the high byte of each sample.
+    // IHDR: bit depth at byte 24, colour type at 25.
+    let grey16 = bytes.get(24) == Some(&16) && bytes.get(25) == Some(&0);
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    decoder.set_transformations(if grey16 {
+        png::Transformations::EXPAND
+    } else {
+        png::Transformations::EXPAND | png::Transformations::STRIP_16
+    });
     let mut reader = decoder.read_info().map_err(fail)?;
     let header = reader.info();
     check_size(header.width as usize, header.height as usize).map_err(ImageError::Unsupported)?;
@@ -332,10 +340,19 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     };
     // Pillow's convert("RGB") replicates grey and drops alpha.
     let mut pixels = Vec::with_capacity(width * height * 3);
+    let sample = if info.bit_depth == png::BitDepth::Sixteen {
+        2
+    } else {
+        1
+    };
     for row in buf.chunks_exact(info.line_size) {
-        for px in row[..width * channels].chunks_exact(channels) {
-            match channels {
-                1 | 2 => pixels.extend_from_slice(&[px[0], px[0], px[0]]),
+        for px in row[..width * channels * sample].chunks_exact(channels * sample) {
+            match (channels, sample) {
+                (1 | 2, 2) => {
+                    let v = u16::from_be_bytes([px[0], px[1]]).min(255) as u8;
+                    pixels.extend_from_slice(&[v, v, v]);
+                }
+                (1 | 2, _) => pixels.extend_from_slice(&[px[0], px[0], px[0]]),
                 _ => pixels.extend_from_slice(&px[..3]),
             }
         }
