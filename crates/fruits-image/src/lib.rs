@@ -101,11 +101,32 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
 }
 
+/// A libjpeg error (or the end-of-data warning), carried out of libjpeg by unwinding.
+struct JpegFault {
+    code: std::os::raw::c_int,
+    message: String,
+}
+
+impl JpegFault {
+    /// The data ran out (the end-of-data warning, or a skip past the end), as opposed to
+    /// data that libjpeg found wrong.
+    fn ran_out(&self) -> bool {
+        [mozjpeg_sys::JWRN_JPEG_EOF, mozjpeg_sys::JERR_FILE_READ]
+            .iter()
+            .any(|&c| c as std::os::raw::c_int == self.code)
+    }
+}
+
 /// libjpeg error handler: fatal errors unwind (caught in [`decode_jpeg`]); of the warnings,
 /// only "premature end of data" is fatal, as Pillow refuses truncated files.
 fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
     extern "C-unwind" fn error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
-        std::panic::resume_unwind(Box::new(message(cinfo)));
+        // SAFETY: libjpeg calls this with its own valid `cinfo`, whose `err` we installed.
+        let code = unsafe { cinfo.err.as_ref().map_or(0, |e| e.msg_code) };
+        std::panic::resume_unwind(Box::new(JpegFault {
+            code,
+            message: message(cinfo),
+        }));
     }
     extern "C-unwind" fn emit_message(
         cinfo: &mut mozjpeg_sys::jpeg_common_struct,
@@ -113,8 +134,12 @@ fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
     ) {
         // SAFETY: libjpeg calls this with its own valid `cinfo`, whose `err` we installed.
         let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code) };
-        if level < 0 && code == Some(mozjpeg_sys::JWRN_JPEG_EOF as std::os::raw::c_int) {
-            std::panic::resume_unwind(Box::new("image file is truncated".to_string()));
+        let eof = mozjpeg_sys::JWRN_JPEG_EOF as std::os::raw::c_int;
+        if level < 0 && code == Some(eof) {
+            std::panic::resume_unwind(Box::new(JpegFault {
+                code: eof,
+                message: "image file is truncated".into(),
+            }));
         }
     }
     fn message(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
@@ -155,6 +180,20 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         format: "JPEG",
         message,
     };
+    pillow_opens_jpeg(bytes).map_err(fail)?;
+    // Once every scanline is decoded, Pillow's decoder lets jpeg_finish_decompress run out of
+    // data (it suspends, and Pillow takes the image) but fails on an error in what follows
+    // the last scan: so does fruits.
+    let finish = |started: mozjpeg::decompress::DecompressStarted<&[u8]>| match catch_unwind(
+        AssertUnwindSafe(move || started.finish()),
+    ) {
+        Ok(done) => done,
+        Err(fault) => match fault.downcast::<JpegFault>() {
+            Ok(f) if f.ran_out() => Ok(()),
+            Ok(f) => Err(std::io::Error::other(f.message)),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    };
     let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<RgbImage> {
         let d = mozjpeg::Decompress::builder()
             .with_err(jpeg_error_mgr())
@@ -166,14 +205,14 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             Cs::JCS_CMYK | Cs::JCS_YCCK => {
                 let mut started = d.to_colorspace(Cs::JCS_CMYK)?;
                 let cmyk: Vec<u8> = started.read_scanlines()?;
-                started.finish()?;
+                finish(started)?;
                 // Pillow reads every CMYK JPEG as inverted ink ("CMYK;I", Adobe's convention).
                 cmyk_to_rgb(&cmyk, true)
             }
             _ => {
                 let mut started = d.rgb()?;
                 let rgb: Vec<u8> = started.read_scanlines()?;
-                started.finish()?;
+                finish(started)?;
                 rgb
             }
         };
@@ -191,11 +230,131 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         Ok(Err(e)) => Err(fail(e.to_string())),
         Err(panic) => Err(fail(
             panic
-                .downcast_ref::<String>()
-                .cloned()
+                .downcast_ref::<JpegFault>()
+                .map(|f| f.message.clone())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "libjpeg error".into()),
         )),
+    }
+}
+
+/// The checks Pillow's `JpegImagePlugin._open` (10.4) makes while it walks the markers up to
+/// the first scan, before libjpeg sees the file: a file it refuses there is refused here too
+/// (libjpeg alone would read some of them).
+fn pillow_opens_jpeg(bytes: &[u8]) -> Result<(), String> {
+    let cannot = |why: &str| Err(format!("cannot identify image file ({why})"));
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return cannot("not a JPEG file");
+    }
+    let mut at = 3;
+    let mut byte = |at: &mut usize| -> Option<u8> {
+        let b = bytes.get(*at).copied();
+        *at += 1;
+        b
+    };
+    let mut first = 0xFFu8;
+    let (mut width, mut height, mut layers) = (0u16, 0u16, 0u8);
+    let mut icc_fragments = 0usize;
+    loop {
+        if first != 0xFF {
+            // Skip non-0xFF junk.
+            match byte(&mut at) {
+                Some(b) => first = b,
+                None => return cannot("no start of scan"),
+            }
+            continue;
+        }
+        let Some(second) = byte(&mut at) else {
+            return cannot("no start of scan");
+        };
+        let marker = 0xFF00 | u16::from(second);
+        match marker {
+            0xFFC0..=0xFFFE => {
+                let segment = |at: &mut usize| -> Result<&[u8], String> {
+                    let len = bytes
+                        .get(*at..*at + 2)
+                        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                        .ok_or("truncated marker")?;
+                    *at += 2;
+                    let n = len.saturating_sub(2);
+                    let s = bytes.get(*at..*at + n).ok_or("Truncated File Read")?;
+                    *at += n;
+                    Ok(s)
+                };
+                match marker {
+                    0xFFC8 | 0xFFD0..=0xFFD9 | 0xFFF0..=0xFFFD => {}
+                    // SOFn and DHP
+                    0xFFC0..=0xFFC3
+                    | 0xFFC5..=0xFFC7
+                    | 0xFFC9..=0xFFCB
+                    | 0xFFCD..=0xFFCF
+                    | 0xFFDE => {
+                        let s = segment(&mut at)?;
+                        if s.len() < 6 {
+                            return cannot("short frame header");
+                        }
+                        height = u16::from_be_bytes([s[1], s[2]]);
+                        width = u16::from_be_bytes([s[3], s[4]]);
+                        if s[0] != 8 {
+                            return cannot(&format!("cannot handle {}-bit layers", s[0]));
+                        }
+                        layers = s[5];
+                        if ![1, 3, 4].contains(&layers) {
+                            return cannot(&format!("cannot handle {layers}-layer images"));
+                        }
+                        if icc_fragments > 0 {
+                            // Pillow reads the fragment count at byte 13 of the first one.
+                            icc_fragments = 0;
+                        }
+                    }
+                    0xFFDB => {
+                        let mut s = segment(&mut at)?;
+                        while let Some(&v) = s.first() {
+                            let qt_length = 1 + if v / 16 == 0 { 64 } else { 128 };
+                            if s.len() < qt_length {
+                                return cannot("bad quantization table marker");
+                            }
+                            s = &s[qt_length..];
+                        }
+                    }
+                    0xFFE0..=0xFFEF => {
+                        let s = segment(&mut at)?;
+                        let short = s.len() < 7;
+                        if (marker == 0xFFE0 && s.starts_with(b"JFIF") && short)
+                            || (marker == 0xFFEE && s.starts_with(b"Adobe") && short)
+                        {
+                            return cannot("short APP segment");
+                        }
+                        if marker == 0xFFE2 && s.starts_with(b"ICC_PROFILE\0") {
+                            if s.len() < 14 {
+                                return cannot("short ICC profile fragment");
+                            }
+                            icc_fragments += 1;
+                        }
+                    }
+                    _ => {
+                        segment(&mut at)?;
+                    }
+                }
+                if marker == 0xFFDA {
+                    if layers == 0 || width == 0 || height == 0 {
+                        return cannot("not identified by this driver");
+                    }
+                    return Ok(());
+                }
+                match byte(&mut at) {
+                    Some(b) => first = b,
+                    None => return cannot("no start of scan"),
+                }
+            }
+            0xFFFF | 0x0000 => first = 0xFF,
+            0xFF00 => match byte(&mut at) {
+                Some(b) => first = b,
+                None => return cannot("no start of scan"),
+            },
+            _ => return cannot("no marker found"),
+        }
     }
 }
 

@@ -455,3 +455,82 @@ pub fn read_rows(dir: &Path) -> Vec<Row> {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
 }
+
+/// Every `.jpg` below `dir`, sorted by path.
+pub fn jpegs_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read folder").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "jpg") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `n` damaged copies of the JPEGs in `sources`, made by a seeded generator: bit flips,
+/// overwritten runs, truncation, damage in the first 600 bytes (markers and tables), and two
+/// chunks swapped, in turn. Each is named `NNNN-kind.jpg`; the same inputs and seed give the
+/// same files, byte for byte.
+pub fn damaged_jpegs(sources: &[Vec<u8>], n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let kinds = ["bitflip", "overwrite", "truncate", "header", "swap"];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = &sources[(next() % sources.len() as u64) as usize];
+        let mut b = src.clone();
+        let len = b.len();
+        let mut pick = |lo: usize, hi: usize| lo + (next() % (hi - lo).max(1) as u64) as usize;
+        let kind = kinds[i % kinds.len()];
+        match kind {
+            "bitflip" => {
+                for _ in 0..pick(1, 9) {
+                    let at = pick(2, len);
+                    b[at] ^= 1 << pick(0, 8);
+                }
+            }
+            "overwrite" => {
+                let run = pick(1, 65);
+                let at = pick(2, len.saturating_sub(run));
+                for k in 0..run.min(len - at) {
+                    b[at + k] = pick(0, 256) as u8;
+                }
+            }
+            "truncate" => b.truncate(pick(len / 10, len)),
+            "header" => {
+                for _ in 0..pick(1, 4) {
+                    let at = pick(2, len.min(600));
+                    b[at] = pick(0, 256) as u8;
+                }
+            }
+            _ => {
+                let size = pick(16, 513).min(len / 4);
+                let a = pick(2, len / 2 - size);
+                let c = pick(len / 2, len - size);
+                let (first, second) = b.split_at_mut(c);
+                first[a..a + size].swap_with_slice(&mut second[..size]);
+            }
+        }
+        out.push((format!("{i:04}-{kind}.jpg"), b));
+    }
+    out
+}
+
+/// CRC-32 of `bytes`, as hex: a short fingerprint of pixels to compare with Python's
+/// `zlib.crc32`.
+pub fn crc32_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
