@@ -1,9 +1,10 @@
 //! How fruits' plan nodes and functions travel between client, scheduler and executors.
 //!
 //! [`FruitsCodec`] wraps Ballista's own codec: fruits nodes and UDFs are encoded as a magic
-//! tag, the fruits version, a JSON header and an optional binary body; everything else goes to
-//! Ballista. A process that decodes a plan from another fruits version refuses it with one
-//! line naming both versions.
+//! tag, the fruits version, a JSON header, a signature and an optional binary body; everything
+//! else goes to Ballista. A process that decodes a plan from another fruits version refuses it
+//! with one line naming both versions; one that decodes a node not signed with its own
+//! cluster token ([`crate::auth`]) refuses it too.
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ use fruits_engine::udf::{Featurize, PcaProject};
 use fruits_engine::ModelSource;
 use fruits_pca::PcaModel;
 use serde::{Deserialize, Serialize};
+
+use crate::auth::{ClusterToken, MAC_BYTES};
 
 /// Marks a payload as fruits' (Ballista's protobuf messages never start with these bytes).
 const MAGIC: &[u8; 8] = b"\xffFRUITS\x01";
@@ -59,11 +62,13 @@ struct Header {
     node: Node,
 }
 
-fn encode(node: Node, body: &[u8], buf: &mut Vec<u8>) -> Result<()> {
-    encode_as(VERSION, node, body, buf)
-}
-
-fn encode_as(version: &str, node: Node, body: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+fn encode_as(
+    version: &str,
+    token: &ClusterToken,
+    node: Node,
+    body: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let header = serde_json::to_vec(&Header {
         fruits: version.to_string(),
         node,
@@ -72,22 +77,24 @@ fn encode_as(version: &str, node: Node, body: &[u8], buf: &mut Vec<u8>) -> Resul
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
     buf.extend_from_slice(&header);
+    buf.extend_from_slice(&token.sign(&[&header, body]));
     buf.extend_from_slice(body);
     Ok(())
 }
 
-/// `Some((node, body))` for a fruits payload, `None` for anything else.
-fn decode(buf: &[u8]) -> Result<Option<(Node, &[u8])>> {
+/// `Some((node, body))` for a fruits payload signed with `token`, `None` for anything else.
+fn decode_with<'a>(token: &ClusterToken, buf: &'a [u8]) -> Result<Option<(Node, &'a [u8])>> {
     let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) else {
         return Ok(None);
     };
     let bad = || DataFusionError::Internal("a fruits plan node is truncated".into());
     let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
     let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad())?;
-    if rest.len() < len {
+    if rest.len() < len + MAC_BYTES {
         return Err(bad());
     }
-    let (header, body) = rest.split_at(len);
+    let (header, rest) = rest.split_at(len);
+    let (mac, body) = rest.split_at(MAC_BYTES);
     // Check the version before the shape: another version may have another shape.
     #[derive(Deserialize)]
     struct Version {
@@ -101,16 +108,41 @@ fn decode(buf: &[u8]) -> Result<Option<(Node, &[u8])>> {
             version.fruits
         )));
     }
+    if !token.verify(&[header, body], mac) {
+        return Err(DataFusionError::Plan(format!(
+            "refused a plan not signed with this cluster's token: give the client, the scheduler and every executor the same {}",
+            crate::auth::TOKEN_ENV
+        )));
+    }
     let header: Header = serde_json::from_slice(header)
         .map_err(|e| DataFusionError::Internal(format!("a fruits plan node: {e}")))?;
     Ok(Some((header.node, body)))
 }
 
-/// The physical codec of client, scheduler and executors: fruits' nodes and UDFs, then
-/// Ballista's.
-#[derive(Debug, Default)]
+/// The physical codec of client, scheduler and executors: fruits' nodes and UDFs, signed
+/// with the cluster's token, then Ballista's.
+#[derive(Debug)]
 pub struct FruitsCodec {
     ballista: BallistaPhysicalExtensionCodec,
+    token: ClusterToken,
+}
+
+impl FruitsCodec {
+    /// A codec that signs what it encodes with `token` and decodes only what it signed.
+    pub fn new(token: ClusterToken) -> FruitsCodec {
+        FruitsCodec {
+            ballista: BallistaPhysicalExtensionCodec::default(),
+            token,
+        }
+    }
+
+    fn encode(&self, node: Node, body: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+        encode_as(VERSION, &self.token, node, body, buf)
+    }
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Node, &'a [u8])>> {
+        decode_with(&self.token, buf)
+    }
 }
 
 impl PhysicalExtensionCodec for FruitsCodec {
@@ -121,7 +153,7 @@ impl PhysicalExtensionCodec for FruitsCodec {
         ctx: &TaskContext,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some((node, _)) = decode(buf)? else {
+        let Some((node, _)) = self.decode(buf)? else {
             return self.ballista.try_decode(buf, inputs, ctx, converter);
         };
         let input = || {
@@ -174,26 +206,26 @@ impl PhysicalExtensionCodec for FruitsCodec {
                 batch_size: read.batch_size(),
                 limits: read.limits(),
             };
-            return encode(node, &[], buf);
+            return self.encode(node, &[], buf);
         }
         if let Some(read) = node.downcast_ref::<FeatureReadExec>() {
             let node = Node::FeatureRead {
                 staging: read.staging().clone(),
             };
-            return encode(node, &[], buf);
+            return self.encode(node, &[], buf);
         }
         if let Some(write) = node.downcast_ref::<WriteExec>() {
             let node = Node::Write {
                 staging: write.staging().clone(),
                 features: write.kind() == WriteKind::Features,
             };
-            return encode(node, &[], buf);
+            return self.encode(node, &[], buf);
         }
         self.ballista.try_encode(node, buf, converter)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match decode(buf)? {
+        match self.decode(buf)? {
             Some((Node::Featurize { source }, _)) => Ok(Arc::new(Featurize::udf(source, None))),
             Some((Node::PcaProject { files }, body)) => {
                 let mut offset = 0;
@@ -221,7 +253,7 @@ impl PhysicalExtensionCodec for FruitsCodec {
             let node = Node::Featurize {
                 source: f.source().clone(),
             };
-            return encode(node, &[], buf);
+            return self.encode(node, &[], buf);
         }
         if let Some(p) = udf.inner().downcast_ref::<PcaProject>() {
             let files = p.model().to_files();
@@ -232,7 +264,7 @@ impl PhysicalExtensionCodec for FruitsCodec {
                     .map(|(f, b)| (f.to_string(), b.len()))
                     .collect(),
             };
-            return encode(node, &body, buf);
+            return self.encode(node, &body, buf);
         }
         self.ballista.try_encode_udf(udf, buf)
     }
@@ -242,24 +274,28 @@ impl PhysicalExtensionCodec for FruitsCodec {
 mod tests {
     use super::*;
 
+    fn token(s: &str) -> ClusterToken {
+        ClusterToken::new(s.as_bytes()).unwrap()
+    }
+
+    fn write_node() -> Node {
+        Node::Write {
+            staging: StoreRef {
+                uri: "file:///tmp/x".into(),
+                s3: Default::default(),
+            },
+            features: true,
+        }
+    }
+
     #[test]
     fn foreign_payloads_are_not_ours_and_other_versions_are_refused() {
-        assert!(decode(b"\x0a\x02hi").unwrap().is_none());
+        let codec = FruitsCodec::new(token("a-token-of-16-bytes"));
+        assert!(codec.decode(b"\x0a\x02hi").unwrap().is_none());
         let mut buf = Vec::new();
-        encode(
-            Node::Write {
-                staging: StoreRef {
-                    uri: "file:///tmp/x".into(),
-                    s3: Default::default(),
-                },
-                features: true,
-            },
-            &[],
-            &mut buf,
-        )
-        .unwrap();
+        codec.encode(write_node(), &[], &mut buf).unwrap();
         assert!(matches!(
-            decode(&buf).unwrap(),
+            codec.decode(&buf).unwrap(),
             Some((Node::Write { .. }, _))
         ));
         let mut other = Vec::new();
@@ -269,12 +305,35 @@ mod tests {
                 s3: Default::default(),
             },
         };
-        encode_as("0.0.0-other", node, &[], &mut other).unwrap();
-        let err = decode(&other).unwrap_err().to_string();
+        encode_as("0.0.0-other", &codec.token, node, &[], &mut other).unwrap();
+        let err = codec.decode(&other).unwrap_err().to_string();
         assert!(
             err.contains("fruits 0.0.0-other") && err.contains(VERSION),
             "{err}"
         );
-        assert!(decode(&buf[..12]).is_err());
+        assert!(codec.decode(&buf[..12]).is_err());
+    }
+
+    #[test]
+    fn nodes_signed_with_another_token_or_altered_are_refused() {
+        let ours = FruitsCodec::new(token("a-token-of-16-bytes"));
+        let theirs = FruitsCodec::new(token("another-token-16-b"));
+        let mut buf = Vec::new();
+        theirs.encode(write_node(), b"body", &mut buf).unwrap();
+        let err = ours.decode(&buf).unwrap_err().to_string();
+        assert!(
+            err.contains("not signed with this cluster's token"),
+            "{err}"
+        );
+        let mut mine = Vec::new();
+        ours.encode(write_node(), b"body", &mut mine).unwrap();
+        assert!(ours.decode(&mine).is_ok());
+        // The staging location changed in transit: refused.
+        let text = String::from_utf8_lossy(&mine).replace("/tmp/x", "/tmp/y");
+        let mut altered = mine.clone();
+        if let Some(at) = text.find("/tmp/y") {
+            altered[at + 5] = b'y';
+        }
+        assert!(ours.decode(&altered).is_err());
     }
 }

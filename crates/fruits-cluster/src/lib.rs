@@ -1,7 +1,10 @@
 //! fruits on an Apache DataFusion Ballista cluster.
 //!
 //! * [`codec`]: how fruits' plan nodes and functions travel (the stock Ballista binaries
-//!   cannot decode them; ours register [`codec::FruitsCodec`] everywhere).
+//!   cannot decode them; ours register [`codec::FruitsCodec`] everywhere), signed with the
+//!   cluster's shared token ([`auth`]).
+//! * Executors run fruits plans only: a task whose plan is not a signed fruits write is
+//!   refused before it runs ([`guard`]).
 //! * [`run_scheduler`] and [`run_executor`]: Ballista's scheduler and executor with that codec,
 //!   round-robin task distribution and a bounded wait for lost executors.
 //! * [`Cluster`]: a [`fruits_engine::Engine`] that submits fruits' (map-only)
@@ -10,7 +13,8 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use fruits_engine::Engine;
-//! let cluster = fruits_cluster::Cluster::connect("df://127.0.0.1:50050").await?;
+//! let token = fruits_cluster::auth::ClusterToken::load(None)?; // $FRUITS_CLUSTER_TOKEN
+//! let cluster = fruits_cluster::Cluster::connect("df://127.0.0.1:50050", token).await?;
 //! println!("{}", cluster.describe());
 //! # Ok(()) }
 //! ```
@@ -35,7 +39,11 @@ use fruits_engine::{Engine, EngineError};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 
+pub mod auth;
 pub mod codec;
+pub mod guard;
+
+use auth::ClusterToken;
 
 /// The largest message between client and scheduler: a featurize plan carries the path of
 /// every image (about 70 bytes each), so Ballista's 16 MiB default would stop near 200,000.
@@ -114,6 +122,8 @@ pub struct SchedulerOptions {
     pub bind: String,
     /// An executor silent this long is lost: its tasks run again elsewhere.
     pub executor_timeout: Duration,
+    /// The cluster's shared secret.
+    pub token: ClusterToken,
 }
 
 /// Runs a scheduler until the process ends; `ready` gets the address it listens on.
@@ -142,7 +152,7 @@ pub async fn run_scheduler(
         executor_timeout_seconds: timeout,
         expire_dead_executor_interval_seconds: (timeout / 3).clamp(1, 15),
         no_executors_grace_period_seconds: timeout,
-        override_physical_codec: Some(Arc::new(FruitsCodec::default())),
+        override_physical_codec: Some(Arc::new(FruitsCodec::new(opts.token.clone()))),
         grpc_server_max_decoding_message_size: MAX_MESSAGE_BYTES,
         grpc_server_max_encoding_message_size: MAX_MESSAGE_BYTES,
         ..SchedulerConfig::default()
@@ -172,6 +182,8 @@ pub struct ExecutorOptions {
     pub work_dir: Option<String>,
     /// Heartbeat period (the scheduler's executor timeout must be several of these).
     pub heartbeat: Duration,
+    /// The cluster's shared secret.
+    pub token: ClusterToken,
 }
 
 /// A free TCP port on `host` (the OS picks it; it is released before use).
@@ -256,7 +268,8 @@ pub async fn run_executor(
         task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
         work_dir: opts.work_dir.clone(),
         executor_heartbeat_interval_seconds: opts.heartbeat.as_secs().max(1),
-        override_physical_codec: Some(Arc::new(FruitsCodec::default())),
+        override_physical_codec: Some(Arc::new(FruitsCodec::new(opts.token.clone()))),
+        override_execution_engine: Some(Arc::new(guard::FruitsOnly::default())),
         ..ExecutorProcessConfig::default()
     };
     tokio::spawn(async move {
@@ -276,6 +289,7 @@ pub async fn run_executor(
 #[derive(Debug, Clone)]
 pub struct Cluster {
     url: String,
+    token: ClusterToken,
     scheduler: SocketAddr,
     images_per_task: usize,
     job_timeout: Duration,
@@ -283,8 +297,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Checks that the scheduler at `df://HOST:PORT` (or `HOST:PORT`) answers.
-    pub async fn connect(url: &str) -> Result<Cluster, ClusterError> {
+    /// Checks that the scheduler at `df://HOST:PORT` (or `HOST:PORT`) answers; plans are
+    /// signed with `token`.
+    pub async fn connect(url: &str, token: ClusterToken) -> Result<Cluster, ClusterError> {
         let hostport = url.strip_prefix("df://").unwrap_or(url);
         let unreachable = |message: String| ClusterError::Unreachable {
             url: format!("df://{hostport}"),
@@ -296,6 +311,7 @@ impl Cluster {
             .map_err(unreachable)?;
         Ok(Cluster {
             url: format!("df://{hostport}"),
+            token,
             scheduler,
             images_per_task: 512,
             job_timeout: Duration::from_secs(6 * 3600),
@@ -319,7 +335,7 @@ impl Cluster {
         &self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<Vec<RecordBatch>, EngineError> {
-        let codec = FruitsCodec::default();
+        let codec = FruitsCodec::new(self.token.clone());
         let session_id = format!("fruits-{}", std::process::id());
         let session = SessionConfig::new_with_ballista()
             .with_ballista_grpc_client_max_message_size(MAX_MESSAGE_BYTES as usize);
@@ -339,7 +355,7 @@ impl Cluster {
 /// One line for a failed job, naming the likely cause where it is known.
 fn explain(url: &str, e: &EngineError) -> (String, bool) {
     let text = e.to_string().replace('\n', " ");
-    if text.contains("version mismatch") {
+    if text.contains("version mismatch") || text.contains("cluster's token") {
         return (text, false);
     }
     if text.contains("BallistaPhysicalPlanNode") || text.contains("is not provided for scalar") {

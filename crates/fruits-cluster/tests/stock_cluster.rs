@@ -35,7 +35,8 @@ async fn a_stock_ballista_scheduler_is_named_as_the_cause() {
         s3: Default::default(),
     };
     let url = format!("df://{addr}");
-    let cluster = fruits_cluster::Cluster::connect(&url).await.unwrap();
+    let token = fruits_cluster::auth::ClusterToken::new(b"a-test-token-of-16+").unwrap();
+    let cluster = fruits_cluster::Cluster::connect(&url, token).await.unwrap();
     let err = fruits_engine::extract(&cfg, &cluster, Arc::new(Progress::default()))
         .await
         .unwrap_err()

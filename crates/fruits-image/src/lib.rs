@@ -248,7 +248,7 @@ fn pillow_opens_jpeg(bytes: &[u8]) -> Result<(), String> {
         return cannot("not a JPEG file");
     }
     let mut at = 3;
-    let mut byte = |at: &mut usize| -> Option<u8> {
+    let byte = |at: &mut usize| -> Option<u8> {
         let b = bytes.get(*at).copied();
         *at += 1;
         b

@@ -105,6 +105,25 @@ struct RunArgs {
     /// On a cluster: seconds one job may take before it is abandoned and retried once.
     #[arg(long, default_value_t = 6 * 3600)]
     job_timeout: u64,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+/// Where a cluster process finds the cluster's shared secret.
+#[derive(Args, Clone)]
+struct TokenArgs {
+    /// A file holding the cluster's shared token [default: $FRUITS_CLUSTER_TOKEN]; the same on
+    /// the client, the scheduler and every executor.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn load(&self) -> Result<fruits_cluster::auth::ClusterToken> {
+        Ok(fruits_cluster::auth::ClusterToken::load(
+            self.token_file.as_deref(),
+        )?)
+    }
 }
 
 #[derive(Args)]
@@ -117,6 +136,8 @@ struct SchedulerArgs {
     /// (keep it several times the executors' --heartbeat).
     #[arg(long, default_value_t = 60)]
     executor_timeout: u64,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 #[derive(Args)]
@@ -141,6 +162,8 @@ struct ExecutorArgs {
     /// Seconds between heartbeats to the scheduler.
     #[arg(long, default_value_t = 10)]
     heartbeat: u64,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 /// S3 settings; each overrides its AWS_* environment variable.
@@ -256,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = fruits_cluster::SchedulerOptions {
                 bind: a.bind,
                 executor_timeout: Duration::from_secs(a.executor_timeout),
+                token: a.token.load()?,
             };
             rt.block_on(fruits_cluster::run_scheduler(opts, |addr| {
                 println!(
@@ -277,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                 concurrency,
                 work_dir: a.work_dir,
                 heartbeat: Duration::from_secs(a.heartbeat.max(1)),
+                token: a.token.load()?,
             };
             let scheduler = opts.scheduler.clone();
             rt.block_on(fruits_cluster::run_executor(opts, move |id| {
@@ -357,7 +382,7 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         // The executors load the weights; this process never needs them.
         Some(url) => {
             let cluster = rt
-                .block_on(fruits_cluster::Cluster::connect(url))?
+                .block_on(fruits_cluster::Cluster::connect(url, a.token.load()?))?
                 .with_images_per_task(a.images_per_task as usize)
                 .with_job_timeout(Duration::from_secs(a.job_timeout.max(1)));
             (Box::new(cluster), None)

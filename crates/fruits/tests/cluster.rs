@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use fruits_testkit::{read_rows, Row, S3Server};
 
+/// The test cluster's shared secret.
+const TOKEN: &str = "test-cluster-token-0123456789";
+
 /// A child process killed (SIGKILL) when dropped.
 struct Proc(Child);
 
@@ -28,6 +31,7 @@ fn fruits(server: &S3Server, cache: &Path, args: &[&str]) -> Command {
     for (k, v) in server.env() {
         cmd.env(k, v);
     }
+    cmd.env("FRUITS_CLUSTER_TOKEN", TOKEN);
     cmd
 }
 
@@ -185,13 +189,54 @@ fn cluster_result_equals_the_in_process_result() {
     assert_same_result(&a, &b, 1e-5);
     let errors = std::fs::read_to_string(bucket.join("cluster/_errors.json")).unwrap();
     assert!(errors.contains("broken.jpg"), "{errors}");
+
+    // A client that does not know the cluster's token is refused, in one line.
+    let mut stranger = fruits(&server, cache.path(), &common);
+    stranger.args(["--output", "s3://fruits/stranger", "--cluster", &url]);
+    stranger.env("FRUITS_CLUSTER_TOKEN", "not-the-cluster-token");
+    let out = stranger.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not signed with this cluster's token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(TOKEN) && !err.contains("not-the-cluster-token"),
+        "{err}"
+    );
     assert!(
         !server
             .objects("fruits")
             .iter()
-            .any(|o| o.contains("_temporary")),
+            .any(|o| o.starts_with("stranger/") && !o.starts_with("stranger/_temporary")),
+        "nothing written for a stranger"
+    );
+    assert!(
+        !server
+            .objects("fruits")
+            .iter()
+            .any(|o| o.contains("_temporary/") && !o.starts_with("stranger/")),
         "staging left behind"
     );
+}
+
+#[test]
+fn cluster_processes_refuse_to_start_without_a_token() {
+    for args in [
+        vec!["scheduler", "--bind", "127.0.0.1:0"],
+        vec!["executor", "--scheduler", "127.0.0.1:1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fruits"))
+            .args(&args)
+            .env_remove("FRUITS_CLUSTER_TOKEN")
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("FRUITS_CLUSTER_TOKEN"), "{err}");
+    }
 }
 
 #[test]
@@ -293,6 +338,7 @@ fn an_unreachable_scheduler_is_one_line() {
     let out = Command::new(env!("CARGO_BIN_EXE_fruits"))
         .args(["extract", "--input", "/nonexistent", "--output", "/tmp/x"])
         .args(["--cluster", "df://127.0.0.1:1"])
+        .env("FRUITS_CLUSTER_TOKEN", TOKEN)
         .output()
         .unwrap();
     let err = text(&out.stderr);
