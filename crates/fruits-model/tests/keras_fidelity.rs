@@ -32,7 +32,7 @@ fn features_match_keras_on_sample_81() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     println!("max |ours - keras| over {n} images x {FEATURES}: {max:e}");
-    assert!(max < 1e-4, "max abs difference {max}");
+    assert!(max < 8e-5, "max abs difference {max}");
 
     // Batch composition and threading do not change a feature row.
     let mut one = vec![0.0f32; FEATURES];

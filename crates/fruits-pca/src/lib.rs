@@ -618,13 +618,13 @@ mod tests {
         let mut got = vec![0.0f32; 40 * 3];
         m.project_rows(&x, &mut got);
         for (row, got) in x.chunks_exact(dim).zip(got.chunks_exact(3)) {
-            for j in 0..3 {
+            for (j, got) in got.iter().enumerate() {
                 let c = m.component(j);
                 let want: f64 = (0..dim)
                     .filter(|&d| m.std()[d] > 0.0)
                     .map(|d| (f64::from(row[d]) - m.mean()[d]) / m.std()[d] * c[d])
                     .sum();
-                assert!((f64::from(got[j]) - want).abs() < 1e-5 * want.abs().max(1.0));
+                assert!((f64::from(*got) - want).abs() < 1e-5 * want.abs().max(1.0));
             }
         }
         m.project_rows(&[], &mut []);

@@ -39,4 +39,22 @@ fn components_for_variance_targets_match_numpy() {
     let total: f64 = m90.std().iter().filter(|s| **s > 0.0).count() as f64;
     assert!(mean.abs() < 1e-4, "{mean}");
     assert!((var / total - m90.explained_variance_ratio()[0]).abs() < 1e-5);
+
+    // Every explained variance ratio against numpy's (`tests/numpy/sample_810_evr.py`).
+    let numpy = fruits_npy::Array::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/numpy/sample-810-evr.npy"
+    ))
+    .unwrap()
+    .to_f64()
+    .unwrap();
+    let ours = m95.explained_variance_ratio();
+    assert_eq!(numpy.len(), ours.len());
+    let max = ours
+        .iter()
+        .zip(&numpy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    println!("explained variance ratios: max |fruits - numpy| = {max:e}");
+    assert!(max < 2e-15, "{max:e}");
 }

@@ -173,7 +173,7 @@ impl Staging {
 
     async fn publish(&mut self, summary: serde_json::Value) -> Result<(), StoreError> {
         let staged = self.staged.list_paths().await?;
-        let mut objects: Vec<(String, String)> = staged
+        let mut objects: Copies = staged
             .iter()
             .map(|p| self.staged.relative(p))
             .filter(|rel| rel != SUCCESS && rel != JOURNAL)
@@ -335,6 +335,10 @@ impl Staging {
     }
 }
 
+/// What a commit copies: `(staged name, published name)` pairs, relative to the staging and
+/// the output locations.
+type Copies = Vec<(String, String)>;
+
 /// `rel` as published by run `run` (see [`Staging::final_name`]).
 fn final_name(rel: &str, run: &str) -> String {
     if rel.contains('/') || rel.starts_with('_') || rel.starts_with('.') {
@@ -347,7 +351,7 @@ fn final_name(rel: &str, run: &str) -> String {
 }
 
 /// The copy list and the `_SUCCESS` bytes of a journal.
-fn read_journal(bytes: &[u8]) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+fn read_journal(bytes: &[u8]) -> Option<(Copies, Vec<u8>)> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let copies = v
         .get("copies")?
