@@ -400,7 +400,10 @@ async fn roll_forward(
         step()?;
         copy(from, to).await?;
     }
-    // 5. The commit point.
+    // 5. The commit point (on a local disk, after everything it names is durable).
+    if let Some(dir) = output.local_dir() {
+        sync_tree(dir)?;
+    }
     step()?;
     output
         .store

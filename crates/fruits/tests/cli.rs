@@ -294,6 +294,14 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
     };
     let bucket = server.bucket("fruits");
     fruits_testkit::write_photo_tree(&bucket.join("Test"), 2, 3);
+    // Keys in other scripts and with URL characters are read as stored.
+    let odd = [("Maracujá 50%", "ä #1+~[x].jpg"), ("Яблоко", "a b%20c.jpg")];
+    for (i, (label, file)) in odd.iter().enumerate() {
+        let folder = bucket.join("Test").join(label);
+        std::fs::create_dir_all(&folder).unwrap();
+        let jpeg = fruits_testkit::encode_jpeg(100, 100, &fruits_testkit::fruit_pixels(i, 9));
+        std::fs::write(folder.join(file), jpeg).unwrap();
+    }
     fruits_testkit::synthetic_weights(&bucket.join("models/w"), 4);
     let cache = tempfile::tempdir().unwrap();
     let run = |args: &[&str], extra: &[(&str, &str)]| {
@@ -323,10 +331,18 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
     let out = run(&args, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("wrote 6 rows to s3://fruits/Results"),
+        text(&out.stdout).contains("wrote 8 rows to s3://fruits/Results"),
         "{}",
         text(&out.stdout)
     );
+    let paths: Vec<String> = fruits_testkit::read_rows(&bucket.join("Results"))
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    for (label, file) in odd {
+        let key = format!("s3://fruits/Test/{label}/{file}");
+        assert!(paths.contains(&key), "{key} not in {paths:?}");
+    }
     let results: Vec<String> = server
         .objects("fruits")
         .into_iter()
@@ -348,6 +364,20 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
             .all(|o| !o.contains("_temporary") && !o.contains("_features")),
         "{results:?}"
     );
+
+    // An output over the input is refused, even with --overwrite, and the input is intact.
+    let before = server.objects("fruits");
+    for output in [
+        "s3://fruits/Test",
+        "s3://fruits",
+        "s3://fruits/Test/Class 0",
+    ] {
+        let mut over = args.to_vec();
+        over[4] = output;
+        over.push("--overwrite");
+        assert_fails(&run(&over, &[]), &["overlaps the input"]);
+    }
+    assert_eq!(server.objects("fruits"), before);
 
     // Overwrite, then project with the saved PCA read back from S3.
     let mut again = args.to_vec();
