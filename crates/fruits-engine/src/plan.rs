@@ -471,7 +471,11 @@ impl ExecutionPlan for ImageReadExec {
             .and_then(move |(p, uri, label, opened)| {
                 let budget = budget.clone();
                 async move {
-                    let size = opened.as_ref().map(|o| o.size()).unwrap_or(0);
+                    // A file refused for its size is never read: it needs no budget.
+                    let size = match &opened {
+                        Ok(o) if limits.refuse(o.size(), None).is_none() => o.size(),
+                        _ => 0,
+                    };
                     let kib = (size.min(READ_BUDGET) >> 10).max(1) as u32;
                     let permit = budget.acquire_many_owned(kib).await.map_err(|e| {
                         DataFusionError::Internal(format!("read budget closed: {e}"))

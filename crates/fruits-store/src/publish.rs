@@ -479,13 +479,7 @@ async fn stale_stagings(output: &Location, run: &str) -> Result<Vec<Location>, S
         out.sort_by_key(|l| l.uri());
         return Ok(out);
     }
-    let temporary = output.child(TEMPORARY);
-    let listed = output
-        .store
-        .list_with_delimiter(Some(&temporary))
-        .await
-        .map_err(output.object_error(&temporary))?;
-    for folder in listed.common_prefixes {
+    for folder in list_temporary(output).await?.common_prefixes {
         if folder.filename() != Some(run) {
             out.push(Location {
                 store: output.store.clone(),
@@ -496,6 +490,16 @@ async fn stale_stagings(output: &Location, run: &str) -> Result<Vec<Location>, S
     }
     out.sort_by_key(|l| l.uri());
     Ok(out)
+}
+
+/// One level of `<output>/_temporary/`: staging folders and lease objects.
+async fn list_temporary(output: &Location) -> Result<object_store::ListResult, StoreError> {
+    let temporary = output.child(TEMPORARY);
+    output
+        .store
+        .list_with_delimiter(Some(&temporary))
+        .await
+        .map_err(output.object_error(&temporary))
 }
 
 /// Takes `output` for run `run`: the lock file (local) or a lease (object store).
@@ -527,12 +531,7 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
         .await
         .map_err(output.object_error(&path))?
         .last_modified;
-    let temporary = output.child(TEMPORARY);
-    let leases = output
-        .store
-        .list_with_delimiter(Some(&temporary))
-        .await
-        .map_err(output.object_error(&temporary))?;
+    let leases = list_temporary(output).await?;
     let ttl = as_time_delta(LEASE_TTL);
     if let Some(other) = leases.objects.iter().find(|m| {
         m.location != path

@@ -534,3 +534,24 @@ pub fn damaged_jpegs(sources: &[Vec<u8>], n: usize, seed: u64) -> Vec<(String, V
 pub fn crc32_hex(bytes: &[u8]) -> String {
     format!("{:08x}", crc32fast::hash(bytes))
 }
+
+/// Runs `fruits extract --input INPUT --output OUTPUT ARGS...` (the binary at `bin`, which
+/// a test of the `fruits` crate names with `env!("CARGO_BIN_EXE_fruits")`) on 2 threads with
+/// seeded synthetic weights; panics unless it succeeds, and returns its stdout and stderr.
+pub fn run_extract(bin: &str, input: &Path, output: &Path, args: &[&str]) -> (String, String) {
+    let weights = tempfile::tempdir().expect("weights folder");
+    synthetic_weights(weights.path(), 2);
+    let run = std::process::Command::new(bin)
+        .args(["extract", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(["--threads", "2"])
+        .args(args)
+        .env("FRUITS_WEIGHTS", weights.path())
+        .output()
+        .expect("run fruits");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    (text(&run.stdout), text(&run.stderr))
+}

@@ -3,7 +3,6 @@
 //! children (`getrusage(RUSAGE_CHILDREN)`) is that of the one `fruits` run below.
 
 use std::path::Path;
-use std::process::Command;
 
 /// Peak resident memory, in MiB, of the children this process has waited for.
 fn children_peak_mib() -> u64 {
@@ -81,23 +80,15 @@ fn peak_memory_stays_under_1_gib_on_an_input_of_oversized_images_and_files() {
     std::fs::write(big.join("wide.png"), wide_png(30_000_000)).unwrap();
     drop((junk, huge));
 
-    let weights = dir.path().join("weights");
-    fruits_testkit::synthetic_weights(&weights, 5);
     let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_fruits"))
-        .args(["extract", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .args(["--pca-k", "2", "--threads", "2"])
-        .env("FRUITS_WEIGHTS", &weights)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    let (stdout, _) = fruits_testkit::run_extract(
+        env!("CARGO_BIN_EXE_fruits"),
+        &input,
+        &out,
+        &["--pca-k", "2"],
+    );
     let peak = children_peak_mib();
     eprintln!("peak RSS of fruits extract: {peak} MiB");
-    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("wrote 8 rows"), "{stdout}");
     let errors = std::fs::read_to_string(out.join("_errors.json")).unwrap();
     for why in [

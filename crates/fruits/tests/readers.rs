@@ -12,22 +12,12 @@ fn pyarrow_pandas_and_duckdb_read_the_result_as_one_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("photos");
     fruits_testkit::write_photo_tree(&input, 3, 5);
-    let weights = dir.path().join("weights");
-    fruits_testkit::synthetic_weights(&weights, 2);
     let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_fruits"))
-        .args(["extract", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .args(["--pca-k", "3", "--threads", "2"])
-        .env("FRUITS_WEIGHTS", &weights)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    fruits_testkit::run_extract(
+        env!("CARGO_BIN_EXE_fruits"),
+        &input,
+        &out,
+        &["--pca-k", "3"],
     );
     let read = Command::new(python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/readers.py"))
@@ -40,18 +30,10 @@ fn pyarrow_pandas_and_duckdb_read_the_result_as_one_dataset() {
         String::from_utf8_lossy(&read.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
-    assert_eq!(seen["pyarrow"]["rows"], 15, "{seen}");
-    assert_eq!(
-        seen["pyarrow"]["columns"],
-        serde_json::json!(["path", "label", "features", "features_pca"])
-    );
-    assert_eq!(seen["pandas"]["rows"], 15, "{seen}");
-    assert_eq!(
-        seen["pandas"]["labels"],
-        serde_json::json!(["Class 0", "Class 1", "Class 2"])
-    );
-    assert_eq!(seen["duckdb"]["rows"], 15, "{seen}");
-    assert_eq!(seen["duckdb"]["paths"], 15, "{seen}");
-    assert_eq!(seen["duckdb"]["features"], 1280, "{seen}");
-    assert_eq!(seen["duckdb"]["k"], 3, "{seen}");
+    let want = serde_json::json!({
+        "pyarrow": {"rows": 15, "columns": ["path", "label", "features", "features_pca"]},
+        "pandas": {"rows": 15, "labels": ["Class 0", "Class 1", "Class 2"]},
+        "duckdb": {"rows": 15, "paths": 15, "features": 1280, "k": 3},
+    });
+    assert_eq!(seen, want);
 }
