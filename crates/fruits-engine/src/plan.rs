@@ -472,10 +472,14 @@ impl ExecutionPlan for ImageReadExec {
                 let budget = budget.clone();
                 async move {
                     // A file refused for its size is never read: it needs no budget.
-                    let size = match &opened {
-                        Ok(o) if limits.refuse(o.size(), None).is_none() => o.size(),
-                        _ => 0,
+                    let opened = match opened {
+                        Err(e) => Err(format!("read failed: {e}")),
+                        Ok(o) => match limits.refuse(o.size(), None) {
+                            Some(why) => Err(why),
+                            None => Ok(o),
+                        },
                     };
+                    let size = opened.as_ref().map_or(0, |o| o.size());
                     let kib = (size.min(READ_BUDGET) >> 10).max(1) as u32;
                     let permit = budget.acquire_many_owned(kib).await.map_err(|e| {
                         DataFusionError::Internal(format!("read budget closed: {e}"))
@@ -484,16 +488,13 @@ impl ExecutionPlan for ImageReadExec {
                 }
             })
             .map_ok(move |(p, uri, label, opened, permit)| async move {
-                let bytes: std::result::Result<bytes::Bytes, String> = match opened {
-                    Err(e) => Err(format!("read failed: {e}")),
-                    Ok(o) => match limits.refuse(o.size(), None) {
-                        Some(why) => Err(why),
-                        None => match o.bytes().await {
-                            Err(e) => Err(format!("read failed: {e}")),
-                            Ok(b) => match limits.refuse(b.len() as u64, Some(&b)) {
-                                Some(why) => Err(why),
-                                None => Ok(b),
-                            },
+                let bytes = match opened {
+                    Err(why) => Err(why),
+                    Ok(o) => match o.bytes().await {
+                        Err(e) => Err(format!("read failed: {e}")),
+                        Ok(b) => match limits.refuse(b.len() as u64, Some(&b)) {
+                            Some(why) => Err(why),
+                            None => Ok(b),
                         },
                     },
                 };

@@ -255,7 +255,6 @@ fn pillow_opens_jpeg(bytes: &[u8]) -> Result<(), String> {
     };
     let mut first = 0xFFu8;
     let (mut width, mut height, mut layers) = (0u16, 0u16, 0u8);
-    let mut icc_fragments = 0usize;
     loop {
         if first != 0xFF {
             // Skip non-0xFF junk.
@@ -303,10 +302,6 @@ fn pillow_opens_jpeg(bytes: &[u8]) -> Result<(), String> {
                         if ![1, 3, 4].contains(&layers) {
                             return cannot(&format!("cannot handle {layers}-layer images"));
                         }
-                        if icc_fragments > 0 {
-                            // Pillow reads the fragment count at byte 13 of the first one.
-                            icc_fragments = 0;
-                        }
                     }
                     0xFFDB => {
                         let mut s = segment(&mut at)?;
@@ -326,11 +321,9 @@ fn pillow_opens_jpeg(bytes: &[u8]) -> Result<(), String> {
                         {
                             return cannot("short APP segment");
                         }
-                        if marker == 0xFFE2 && s.starts_with(b"ICC_PROFILE\0") {
-                            if s.len() < 14 {
-                                return cannot("short ICC profile fragment");
-                            }
-                            icc_fragments += 1;
+                        // Pillow reads an ICC fragment's count at its byte 13.
+                        if marker == 0xFFE2 && s.starts_with(b"ICC_PROFILE\0") && s.len() < 14 {
+                            return cannot("short ICC profile fragment");
                         }
                     }
                     _ => {

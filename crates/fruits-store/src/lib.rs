@@ -468,18 +468,6 @@ impl Location {
         Ok(())
     }
 
-    /// Whether any object exists below the prefix.
-    pub async fn exists(&self) -> Result<bool, StoreError> {
-        if let Some(dir) = self.local_dir() {
-            return Ok(dir.exists());
-        }
-        let mut s = self.store.list(Some(&self.prefix));
-        match s.try_next().await {
-            Ok(v) => Ok(v.is_some()),
-            Err(e) => Err(self.object_error(&self.prefix)(e)),
-        }
-    }
-
     /// Deletes every object below the prefix.
     pub async fn delete_all(&self) -> Result<(), StoreError> {
         if let Some(dir) = self.local_dir() {

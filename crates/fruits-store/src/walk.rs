@@ -13,7 +13,7 @@ use object_store::path::Path;
 
 use crate::Unlisted;
 
-/// One file found: its object path, size, and the folder names from the root down.
+/// One file found: its object path and size.
 pub(crate) struct Found {
     pub(crate) path: Path,
     pub(crate) size: u64,

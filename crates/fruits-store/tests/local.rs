@@ -70,7 +70,7 @@ async fn staging_publishes_atomically_and_never_clobbers_silently() {
         .await
         .unwrap();
     assert!(
-        !out.exists().await.unwrap(),
+        !fruits_store::output_exists(&out).await.unwrap(),
         "nothing visible before commit"
     );
     s.commit(serde_json::json!({})).await.unwrap();

@@ -312,21 +312,11 @@ impl S3Server {
 
     /// Every file below `bucket/prefix` on the server's disk, relative to the bucket.
     pub fn objects(&self, bucket: &str) -> Vec<String> {
-        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, base, out);
-                } else if let Ok(rel) = p.strip_prefix(base) {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        }
         let base = self.root.join(bucket);
-        let mut out = Vec::new();
-        walk(&base, &base, &mut out);
-        out.sort();
-        out
+        files_below(&base)
+            .iter()
+            .filter_map(|p| Some(p.strip_prefix(&base).ok()?.to_string_lossy().into_owned()))
+            .collect()
     }
 }
 
@@ -456,21 +446,29 @@ pub fn read_rows(dir: &Path) -> Vec<Row> {
     rows
 }
 
-/// Every `.jpg` below `dir`, sorted by path.
-pub fn jpegs_below(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir` (following links to folders), sorted by path; none if `dir` cannot
+/// be read.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).expect("read folder").flatten() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if p.extension().is_some_and(|x| x == "jpg") {
+            } else {
                 out.push(p);
             }
         }
     }
     out.sort();
+    out
+}
+
+/// Every `.jpg` below `dir`, sorted by path.
+pub fn jpegs_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = files_below(dir);
+    out.retain(|p| p.extension().is_some_and(|x| x == "jpg"));
     out
 }
 

@@ -107,14 +107,16 @@ fn succeed(mut cmd: Command) -> Output {
     out
 }
 
-/// Images per worker, from the summary's `ran on cluster` lines.
-fn workers(stdout: &str) -> Vec<u64> {
+/// Images per worker (by name), from the summary's `ran on cluster` lines.
+fn workers(stdout: &str) -> std::collections::BTreeMap<String, u64> {
     stdout
         .lines()
-        .filter(|l| l.starts_with("  ") && l.ends_with(" images"))
-        .map(|l| {
-            let n = l.trim_end_matches(" images").rsplit(' ').next().unwrap();
-            n.parse().unwrap()
+        .filter_map(|l| {
+            let (name, n) = l
+                .strip_prefix("  ")?
+                .strip_suffix(" images")?
+                .rsplit_once(": ")?;
+            Some((name.to_string(), n.parse().unwrap()))
         })
         .collect()
 }
@@ -178,8 +180,8 @@ fn cluster_result_equals_the_in_process_result() {
     );
     let per_worker = workers(&stdout);
     assert_eq!(per_worker.len(), 2, "{stdout}");
-    assert!(per_worker.iter().all(|&n| n > 0), "{stdout}");
-    assert_eq!(per_worker.iter().sum::<u64>(), 25, "{stdout}");
+    assert!(per_worker.values().all(|&n| n > 0), "{stdout}");
+    assert_eq!(per_worker.values().sum::<u64>(), 25, "{stdout}");
 
     let (a, b) = (
         read_rows(&bucket.join("local")),
@@ -206,19 +208,14 @@ fn cluster_result_equals_the_in_process_result() {
         !err.contains(TOKEN) && !err.contains("not-the-cluster-token"),
         "{err}"
     );
+    let objects = server.objects("fruits");
     assert!(
-        !server
-            .objects("fruits")
-            .iter()
-            .any(|o| o.starts_with("stranger/") && !o.starts_with("stranger/_temporary")),
-        "nothing written for a stranger"
+        !objects.iter().any(|o| o.starts_with("stranger/")),
+        "nothing written for a stranger: {objects:?}"
     );
     assert!(
-        !server
-            .objects("fruits")
-            .iter()
-            .any(|o| o.contains("_temporary/") && !o.starts_with("stranger/")),
-        "staging left behind"
+        !objects.iter().any(|o| o.contains("_temporary/")),
+        "staging left behind: {objects:?}"
     );
 }
 
@@ -306,19 +303,10 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
     // The killed executor's work was redone: it was killed after at most a few tasks, yet
     // the per-worker counts add up to every image, so the survivor ran the rest, beyond the
     // even share (30 tasks of 4 images) it would have had with both alive.
-    let per_worker = |name: &str| -> u64 {
-        stdout
-            .lines()
-            .filter_map(|l| {
-                l.trim()
-                    .strip_prefix(&format!("{name}: "))?
-                    .strip_suffix(" images")
-            })
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum()
-    };
-    assert_eq!(workers(&stdout).iter().sum::<u64>(), 240, "{stdout}");
-    let (victim, survivor) = (per_worker(&names[0]), per_worker(&names[1]));
+    let per_worker = workers(&stdout);
+    assert_eq!(per_worker.values().sum::<u64>(), 240, "{stdout}");
+    let images = |name: &String| per_worker.get(name).copied().unwrap_or(0);
+    let (victim, survivor) = (images(&names[0]), images(&names[1]));
     assert_eq!(victim + survivor, 240, "{stdout}");
     assert!(
         victim < 120 && survivor > 120,
