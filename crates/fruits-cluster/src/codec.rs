@@ -14,12 +14,8 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use fruits_engine::plan::{
-    FeatureReadExec, ImageReadExec, Limits, Store, StoreRef, WriteExec, WriteKind,
-};
-use fruits_engine::udf::{Featurize, PcaProject};
-use fruits_engine::ModelSource;
-use fruits_pca::PcaModel;
+use fruits_engine::plan::NodeSpec;
+use fruits_engine::udf::FunctionSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ClusterToken, MAC_BYTES};
@@ -30,29 +26,13 @@ const MAGIC: &[u8; 8] = b"\xffFRUITS\x01";
 /// This build's version, checked on every decode.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What a payload holds.
+/// What a payload holds: a plan node's or a function's spec, as the engine defines them
+/// (the codec never looks inside).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "node")]
+#[serde(tag = "kind", content = "spec")]
 enum Node {
-    ImageRead {
-        store: StoreRef,
-        batch_size: usize,
-        limits: Limits,
-    },
-    FeatureRead {
-        staging: StoreRef,
-    },
-    Write {
-        staging: StoreRef,
-        features: bool,
-    },
-    Featurize {
-        source: ModelSource,
-    },
-    /// The body holds the files of the fitted PCA, back to back, in `files` order.
-    PcaProject {
-        files: Vec<(String, usize)>,
-    },
+    Plan(NodeSpec),
+    Function(FunctionSpec),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -156,42 +136,16 @@ impl PhysicalExtensionCodec for FruitsCodec {
         let Some((node, _)) = self.decode(buf)? else {
             return self.ballista.try_decode(buf, inputs, ctx, converter);
         };
-        let input = || {
-            inputs
-                .first()
-                .cloned()
-                .ok_or_else(|| DataFusionError::Internal("a fruits node without input".into()))
+        let Node::Plan(spec) = node else {
+            return Err(DataFusionError::Internal(
+                "a fruits function where a plan node was expected".into(),
+            ));
         };
-        Ok(match node {
-            Node::ImageRead {
-                store,
-                batch_size,
-                limits,
-            } => Arc::new(ImageReadExec::new(
-                input()?,
-                Store::open(store)?,
-                batch_size,
-                limits,
-            )),
-            Node::FeatureRead { staging } => {
-                Arc::new(FeatureReadExec::new(input()?, Store::open(staging)?))
-            }
-            Node::Write { staging, features } => Arc::new(WriteExec::new(
-                input()?,
-                Store::open(staging)?,
-                if features {
-                    WriteKind::Features
-                } else {
-                    WriteKind::Output
-                },
-                None,
-            )),
-            Node::Featurize { .. } | Node::PcaProject { .. } => {
-                return Err(DataFusionError::Internal(
-                    "a fruits function where a plan node was expected".into(),
-                ))
-            }
-        })
+        let input = inputs
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("a fruits node without input".into()))?;
+        spec.into_plan(input)
     }
 
     fn try_encode(
@@ -200,47 +154,15 @@ impl PhysicalExtensionCodec for FruitsCodec {
         buf: &mut Vec<u8>,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        if let Some(read) = node.downcast_ref::<ImageReadExec>() {
-            let node = Node::ImageRead {
-                store: read.store().clone(),
-                batch_size: read.batch_size(),
-                limits: read.limits(),
-            };
-            return self.encode(node, &[], buf);
+        match NodeSpec::of(node.as_ref()) {
+            Some(spec) => self.encode(Node::Plan(spec), &[], buf),
+            None => self.ballista.try_encode(node, buf, converter),
         }
-        if let Some(read) = node.downcast_ref::<FeatureReadExec>() {
-            let node = Node::FeatureRead {
-                staging: read.staging().clone(),
-            };
-            return self.encode(node, &[], buf);
-        }
-        if let Some(write) = node.downcast_ref::<WriteExec>() {
-            let node = Node::Write {
-                staging: write.staging().clone(),
-                features: write.kind() == WriteKind::Features,
-            };
-            return self.encode(node, &[], buf);
-        }
-        self.ballista.try_encode(node, buf, converter)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
         match self.decode(buf)? {
-            Some((Node::Featurize { source }, _)) => Ok(Arc::new(Featurize::udf(source, None))),
-            Some((Node::PcaProject { files }, body)) => {
-                let mut offset = 0;
-                let mut parts = std::collections::HashMap::new();
-                for (file, len) in files {
-                    let bytes = body.get(offset..offset + len).ok_or_else(|| {
-                        DataFusionError::Internal("a fruits PCA is truncated".into())
-                    })?;
-                    offset += len;
-                    parts.insert(file, bytes.to_vec());
-                }
-                let model = PcaModel::from_files(|f| parts.get(f).cloned().ok_or("absent"))
-                    .map_err(|e| DataFusionError::Internal(format!("a fruits PCA: {e}")))?;
-                Ok(Arc::new(PcaProject::udf(Arc::new(model))))
-            }
+            Some((Node::Function(spec), body)) => Ok(Arc::new(spec.into_udf(body)?)),
             Some(_) => Err(DataFusionError::Internal(format!(
                 "{name}: a fruits plan node where a function was expected"
             ))),
@@ -249,24 +171,10 @@ impl PhysicalExtensionCodec for FruitsCodec {
     }
 
     fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if let Some(f) = udf.inner().downcast_ref::<Featurize>() {
-            let node = Node::Featurize {
-                source: f.source().clone(),
-            };
-            return self.encode(node, &[], buf);
+        match FunctionSpec::of(udf) {
+            Some((spec, body)) => self.encode(Node::Function(spec), &body, buf),
+            None => self.ballista.try_encode_udf(udf, buf),
         }
-        if let Some(p) = udf.inner().downcast_ref::<PcaProject>() {
-            let files = p.model().to_files();
-            let body: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-            let node = Node::PcaProject {
-                files: files
-                    .into_iter()
-                    .map(|(f, b)| (f.to_string(), b.len()))
-                    .collect(),
-            };
-            return self.encode(node, &body, buf);
-        }
-        self.ballista.try_encode_udf(udf, buf)
     }
 }
 
@@ -278,14 +186,18 @@ mod tests {
         ClusterToken::new(s.as_bytes()).unwrap()
     }
 
-    fn write_node() -> Node {
-        Node::Write {
-            staging: StoreRef {
-                uri: "file:///tmp/x".into(),
-                s3: Default::default(),
-            },
-            features: true,
+    fn staging(uri: &str) -> fruits_engine::store::StoreRef {
+        fruits_engine::store::StoreRef {
+            uri: uri.into(),
+            s3: Default::default(),
         }
+    }
+
+    fn write_node() -> Node {
+        Node::Plan(NodeSpec::Write(fruits_engine::plan::WriteSpec {
+            staging: staging("file:///tmp/x"),
+            kind: fruits_engine::vocab::WriteKind::Features,
+        }))
     }
 
     #[test]
@@ -296,15 +208,14 @@ mod tests {
         codec.encode(write_node(), &[], &mut buf).unwrap();
         assert!(matches!(
             codec.decode(&buf).unwrap(),
-            Some((Node::Write { .. }, _))
+            Some((Node::Plan(NodeSpec::Write(_)), _))
         ));
         let mut other = Vec::new();
-        let node = Node::FeatureRead {
-            staging: StoreRef {
-                uri: "file:///tmp/x".into(),
-                s3: Default::default(),
+        let node = Node::Plan(NodeSpec::FeatureRead(
+            fruits_engine::plan::FeatureReadSpec {
+                staging: staging("file:///tmp/x"),
             },
-        };
+        ));
         encode_as("0.0.0-other", &codec.token, node, &[], &mut other).unwrap();
         let err = codec.decode(&other).unwrap_err().to_string();
         assert!(

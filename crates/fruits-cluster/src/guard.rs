@@ -1,6 +1,6 @@
 //! Executors run fruits plans only.
 //!
-//! A fruits task is a shuffle writer over a fruits [`WriteExec`] whose inputs are fruits nodes,
+//! A fruits task is a shuffle writer over a fruits write ([`NodeSpec::Write`]) whose inputs are fruits nodes,
 //! projections and in-memory work lists. Every fruits node an executor decodes was signed with
 //! the cluster token (the codec refuses others), so a task of any other shape (a plan that
 //! reads or writes files through DataFusion's own nodes, sent by someone without the token) is
@@ -19,7 +19,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use fruits_engine::plan::{FeatureReadExec, ImageReadExec, WriteExec};
+use fruits_engine::plan::NodeSpec;
 
 /// Ballista's execution engine, for fruits plans only.
 #[derive(Default)]
@@ -64,14 +64,12 @@ pub fn check(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let [stage] = writer.children()[..] else {
         return refuse("a shuffle writer of several inputs");
     };
-    if stage.downcast_ref::<WriteExec>().is_none() {
+    if !matches!(NodeSpec::of(stage.as_ref()), Some(NodeSpec::Write(_))) {
         return refuse(&format!("{} where a fruits write belongs", stage.name()));
     }
     let mut todo = vec![stage.clone()];
     while let Some(node) = todo.pop() {
-        let allowed = node.downcast_ref::<WriteExec>().is_some()
-            || node.downcast_ref::<ImageReadExec>().is_some()
-            || node.downcast_ref::<FeatureReadExec>().is_some()
+        let allowed = NodeSpec::of(node.as_ref()).is_some()
             || node.downcast_ref::<ProjectionExec>().is_some()
             || node.downcast_ref::<DataSourceExec>().is_some_and(|d| {
                 d.data_source()

@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,20 @@ use futures::TryStreamExt;
 pub mod auth;
 pub mod codec;
 pub mod guard;
+
+/// The cluster's defaults: the command line shows and uses these, and so does the library.
+pub mod defaults {
+    /// Where a scheduler listens.
+    pub const SCHEDULER_BIND: &str = "127.0.0.1:50050";
+    /// Seconds without a heartbeat before the scheduler declares an executor lost.
+    pub const EXECUTOR_TIMEOUT_S: u64 = 60;
+    /// Seconds between an executor's heartbeats.
+    pub const HEARTBEAT_S: u64 = 10;
+    /// Images per task.
+    pub const IMAGES_PER_TASK: usize = 512;
+    /// Seconds one job may take before it is abandoned and retried once.
+    pub const JOB_TIMEOUT_S: u64 = 6 * 3600;
+}
 
 use auth::ClusterToken;
 
@@ -252,7 +268,7 @@ pub async fn run_executor(
         }
     });
     let id = executor_id(&external, port);
-    fruits_engine::plan::set_worker_name(id.clone());
+    fruits_engine::process::set_worker_name(id.clone());
     let health = ExecutorHealth::new();
     let config = ExecutorProcessConfig {
         health: health.clone(),
@@ -313,8 +329,8 @@ impl Cluster {
             url: format!("df://{hostport}"),
             token,
             scheduler,
-            images_per_task: 512,
-            job_timeout: Duration::from_secs(6 * 3600),
+            images_per_task: defaults::IMAGES_PER_TASK,
+            job_timeout: Duration::from_secs(defaults::JOB_TIMEOUT_S),
             attempts: 2,
         })
     }

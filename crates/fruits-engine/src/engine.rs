@@ -9,7 +9,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::future::BoxFuture;
 
-use crate::EngineError;
+use crate::error::EngineError;
 
 /// Runs map-only physical plans to completion and returns their (small) output.
 pub trait Engine: Send + Sync {

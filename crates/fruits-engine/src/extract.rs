@@ -13,26 +13,31 @@
 //! The plans run on an [`Engine`]: in this process or on a cluster; nothing else differs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::physical_plan::ExecutionPlan;
 use fruits_model::{MobileNetV2, FEATURES};
 use fruits_pca::{Components, PartialSums, PcaModel};
-use fruits_store::{Location, Staging};
+use fruits_store::{Location, S3Settings, Staging};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::engine::Engine;
+use crate::error::EngineError;
 use crate::plan::{
-    image_list, part_list, part_name, report_name, sums_name, with_udf_column, FeatureReadExec,
-    ImageReadExec, Limits, Store, TaskReport, WriteExec, WriteKind, FEATURES_DIR, REPORTS_DIR,
-    SUMS_DIR,
+    image_list, part_list, with_udf_column, FeatureReadExec, ImageReadExec, Limits, WriteExec,
 };
+use crate::store::Store;
 use crate::udf::{Featurize, PcaProject};
+use crate::vocab::names::{
+    parse_report_file, part_name, report_name, sums_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR,
+    REPORTS_DIR, SUMS_DIR,
+};
+use crate::vocab::schema::{col, FeaturizedRows, STAGED_KEEP};
+use crate::vocab::{Progress, Skipped, TaskReport, WriteKind};
 use crate::weights::ModelSource;
-use crate::EngineError;
 
 /// Where the PCA comes from.
 #[derive(Debug, Clone)]
@@ -46,6 +51,23 @@ pub enum PcaSpec {
         /// Where it was read (the run refuses to write over it).
         from: String,
     },
+}
+
+impl PcaSpec {
+    /// Applies the PCA saved at `uri` (the `_pca` folder of a result; see
+    /// [`PcaModel::to_files`]).
+    pub async fn load(uri: &str, s3: &S3Settings) -> Result<PcaSpec, EngineError> {
+        let at = Location::parse_with(uri, s3)?;
+        let mut files = std::collections::HashMap::new();
+        for name in fruits_pca::FILES {
+            files.insert(name, at.get_rel(name).await?.to_vec());
+        }
+        let model = PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent"))?;
+        Ok(PcaSpec::Apply {
+            model: Arc::new(model),
+            from: uri.to_string(),
+        })
+    }
 }
 
 /// One run's settings.
@@ -68,27 +90,7 @@ pub struct ExtractConfig {
     /// What one image may cost (file bytes, pixels).
     pub limits: Limits,
     /// S3 settings that override the environment.
-    pub s3: fruits_store::S3Options,
-}
-
-/// Live counters a progress display can poll.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Images listed (known after listing).
-    pub total: AtomicU64,
-    /// Images featurised or skipped so far.
-    pub done: AtomicU64,
-    /// Images skipped so far.
-    pub skipped: AtomicU64,
-}
-
-/// An image that could not be used, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Skipped {
-    /// Its URI.
-    pub path: String,
-    /// One line: what went wrong.
-    pub error: String,
+    pub s3: S3Settings,
 }
 
 /// What a run did, for people and for `_SUCCESS`.
@@ -253,7 +255,7 @@ pub async fn extract(
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
-            if let Err(e) = staging.location().put_rel("_errors.json", errors).await {
+            if let Err(e) = staging.location().put_rel(ERRORS_FILE, errors).await {
                 let _ = staging.abort().await;
                 return Err(e.into());
             }
@@ -279,11 +281,7 @@ fn refuse_overlaps(
     input: &Location,
     output: &Location,
 ) -> Result<(), EngineError> {
-    let weights = cfg.weights.weights.clone().or_else(|| {
-        fruits_model::weights::locate(None)
-            .ok()
-            .map(|p| p.display().to_string())
-    });
+    let weights = fruits_weights::locate(cfg.weights.weights.as_deref()).ok();
     let pca = match &cfg.pca {
         PcaSpec::Apply { from, .. } => Some(from.clone()),
         PcaSpec::Fit(_) => None,
@@ -322,20 +320,20 @@ async fn run_stages(
     let n = partitions.len();
     let scan = Arc::new(ImageReadExec::new(
         image_list(&partitions)?,
-        Store::new(input.clone(), &cfg.s3),
+        &Store::new(input.clone(), &cfg.s3),
         cfg.batch_size,
         cfg.limits,
     ));
     let featurized = with_udf_column(
         scan,
-        &["partition", "path", "label", "read_error"],
+        &FeaturizedRows::KEEP,
         Featurize::udf(cfg.weights.clone(), cfg.model.clone()),
-        "content",
-        "f",
+        col::CONTENT,
+        col::FEATURIZED,
     )?;
     let plan = WriteExec::new(
         featurized,
-        staged.clone(),
+        &staged,
         WriteKind::Features,
         Some(progress.clone()),
     );
@@ -408,7 +406,7 @@ async fn run_stages(
     for (name, bytes) in pca.to_files() {
         staged
             .location
-            .put_rel(&format!("_pca/{name}"), bytes)
+            .put_rel(&format!("{PCA_DIR}/{name}"), bytes)
             .await?;
     }
     seconds.fit = t.elapsed().as_secs_f64();
@@ -425,15 +423,15 @@ async fn run_stages(
         .iter()
         .map(|&p| (p, part_name(FEATURES_DIR, p)))
         .collect();
-    let scan = Arc::new(FeatureReadExec::new(part_list(&parts)?, staged.clone()));
+    let scan = Arc::new(FeatureReadExec::new(part_list(&parts)?, &staged));
     let projected = with_udf_column(
         scan,
-        &["partition", "path", "label", "features"],
+        &STAGED_KEEP,
         PcaProject::udf(pca.clone()),
-        "features",
-        "features_pca",
+        col::FEATURES,
+        col::FEATURES_PCA,
     )?;
-    let plan = WriteExec::new(projected, staged.clone(), WriteKind::Output, None);
+    let plan = WriteExec::new(projected, &staged, WriteKind::Output, None);
     let written = run_checked(
         engine,
         Arc::new(plan),
@@ -534,8 +532,7 @@ async fn watch_tasks(staged: Location, sizes: Vec<u64>, progress: Arc<Progress>)
         let done: u64 = paths
             .iter()
             .filter_map(|path| {
-                let name = path.filename()?.strip_prefix("features-")?;
-                let p: usize = name.strip_suffix(".json")?.parse().ok()?;
+                let p = parse_report_file(WriteKind::Features, path.filename()?)?;
                 sizes.get(p)
             })
             .sum();

@@ -1,120 +1,59 @@
 //! The fruits data path as DataFusion plans: image source → `featurize` UDF → PCA → Parquet,
 //! committed atomically.
 //!
-//! * [`plan`]: the plan nodes (image scan, staged-feature scan, per-partition writer) and the
-//!   [`plan::StoreRef`]s that let a plan travel to other processes.
+//! Read it top to bottom in [`mod@extract`]: the whole job, stage by stage. Below it:
+//!
+//! * [`plan`]: the plan nodes (image scan, staged-feature scan, per-partition writer), one per
+//!   file, each described by a serde spec ([`plan::NodeSpec`]) that lets it travel.
 //! * [`udf`]: `featurize(content)` (decode, Pillow resize, MobileNetV2) and
-//!   `pca_project(features)`.
+//!   `pca_project(features)`, and their spec ([`udf::FunctionSpec`]).
+//! * [`vocab`]: what the nodes and the job share: schemas with typed row views, object names,
+//!   task reports, progress.
 //! * [`engine`]: where plans run ([`Engine`]); [`InProcess`] here, a cluster elsewhere.
-//! * [`mod@extract`]: the whole job, stage by stage ([`extract::extract()`]).
-//! * [`sink`]: one Parquet part, streamed to the store.
-//! * [`weights`]: which weights a plan uses, loaded once per process.
+//! * [`store`]: store locations as plans name them; [`process`]: per-process state (worker
+//!   name, I/O runtime); [`sink`]: one Parquet part, streamed to the store; [`weights`]: which
+//!   weights a plan uses, loaded once per process.
 //!
 //! Every plan is map-only (no shuffle); the only exchange is the PCA partial sums, merged by
 //! the caller.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fruits_engine::EngineError> {
+//! use std::sync::Arc;
+//! use fruits_engine::{extract, ExtractConfig, InProcess, Limits, ModelSource, PcaSpec, Progress};
+//! let s3 = fruits_store::S3Settings::default();
+//! let cfg = ExtractConfig {
+//!     input: "fruits-360/Test".into(),
+//!     output: "features".into(),
+//!     weights: ModelSource::new(None, &s3),
+//!     model: None,
+//!     pca: PcaSpec::Fit(fruits_pca::Components::Variance(0.95)),
+//!     overwrite: false,
+//!     batch_size: 32,
+//!     limits: Limits::DEFAULT,
+//!     s3,
+//! };
+//! let summary = extract(&cfg, &InProcess::new(2), Arc::new(Progress::default())).await?;
+//! println!("{} rows, k = {}", summary.rows, summary.k);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod engine;
+pub mod error;
 pub mod extract;
 pub mod plan;
+pub mod process;
 pub mod sink;
+pub mod store;
 pub mod udf;
+pub mod vocab;
 pub mod weights;
 
 pub use engine::{Engine, InProcess};
-pub use extract::{extract, ExtractConfig, PcaSpec, Progress, Summary};
+pub use error::EngineError;
+pub use extract::{extract, ExtractConfig, PcaSpec, Summary};
 pub use plan::Limits;
+pub use vocab::{Progress, Skipped};
 pub use weights::ModelSource;
-
-impl EngineError {
-    /// Whether running the failed job again may succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Cluster {
-                retryable: true,
-                ..
-            }
-        )
-    }
-}
-
-/// Why a run stopped. Each message is one line naming what and where.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// Storage (listing, reading, writing, publishing).
-    #[error(transparent)]
-    Store(#[from] fruits_store::StoreError),
-    /// Fitting or loading the PCA.
-    #[error("PCA: {0}")]
-    Pca(#[from] fruits_pca::PcaError),
-    /// The query engine.
-    #[error("query engine: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
-    /// Arrow compute.
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    /// Writing Parquet.
-    #[error("writing {uri}: {source}")]
-    Parquet {
-        /// The file.
-        uri: String,
-        /// The cause.
-        source: parquet::errors::ParquetError,
-    },
-    /// The output would write over something the run reads.
-    #[error("output {output} overlaps the {what} {other}: a run never writes where it reads (choose an output outside it)")]
-    Overlap {
-        /// The output URI.
-        output: String,
-        /// `input`, `weights` or `saved PCA`.
-        what: &'static str,
-        /// Its URI.
-        other: String,
-    },
-    /// The input holds no images.
-    #[error("no images (.jpg, .jpeg, .png) under {0}")]
-    NoImages(String),
-    /// Too few images could be used.
-    #[error("only {ok} of {total} images could be used; first error: {first_error}")]
-    TooFewImages {
-        /// Usable images.
-        ok: u64,
-        /// Listed images.
-        total: u64,
-        /// The first image's error.
-        first_error: String,
-    },
-    /// A saved PCA does not fit the model's features.
-    #[error("the saved PCA was fitted on {expected} features, the model gives {found}")]
-    PcaDimension {
-        /// The PCA's width.
-        expected: usize,
-        /// The model's.
-        found: usize,
-    },
-    /// The final row count differs from the staged one.
-    #[error("row count check failed: {staged} rows featurised, {written} written")]
-    RowCount {
-        /// Rows staged.
-        staged: u64,
-        /// Rows written.
-        written: u64,
-    },
-    /// The weights could not be loaded.
-    #[error(transparent)]
-    Model(#[from] fruits_model::ModelError),
-    /// Weights could not be fetched from the store.
-    #[error("weights: {0}")]
-    Weights(String),
-    /// A task failed or misreported.
-    #[error("task failed: {0}")]
-    Task(String),
-    /// The cluster could not run a plan.
-    #[error("cluster: {message}")]
-    Cluster {
-        /// One line: what went wrong and, where known, why.
-        message: String,
-        /// Whether submitting the job again may help.
-        retryable: bool,
-    },
-}

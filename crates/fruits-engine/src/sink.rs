@@ -9,7 +9,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use crate::EngineError;
+use crate::error::EngineError;
 
 /// Rows per Parquet row group: ~10 MB of features, so a writer's memory stays small.
 const ROW_GROUP_ROWS: usize = 2048;

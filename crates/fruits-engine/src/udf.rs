@@ -1,4 +1,5 @@
-//! The scalar UDFs of the plan: `featurize(content)` and `pca_project(features)`.
+//! The scalar UDFs of the plan: `featurize(content)` and `pca_project(features)`, and the
+//! [`FunctionSpec`] that carries either to another process.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -6,28 +7,17 @@ use std::sync::{Arc, OnceLock};
 use arrow::array::{
     Array, ArrayRef, AsArray, Float32Builder, ListBuilder, StringBuilder, StructArray,
 };
-use arrow::datatypes::{DataType, Field, Fields};
+use arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use fruits_model::{MobileNetV2, FEATURES, INPUT_LEN};
 use fruits_pca::PcaModel;
+use serde::{Deserialize, Serialize};
 
+use crate::vocab::schema::{featurized_fields, float_list};
 use crate::weights::ModelSource;
-
-/// `List<Float32>` as written to Parquet (`features`, `features_pca`).
-pub fn float_list() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
-}
-
-/// Fields of `featurize`'s struct result: `features` (null if the image failed) and `error`.
-pub fn featurize_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("features", float_list(), true),
-        Field::new("error", DataType::Utf8, true),
-    ])
-}
 
 /// `featurize(content: binary) -> struct<features: list<float32>, error: utf8>`:
 /// decode + Pillow resize + MobileNetV2 on a whole batch of rows; one bad image yields a null
@@ -99,7 +89,7 @@ impl ScalarUDFImpl for Featurize {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(featurize_fields()))
+        Ok(DataType::Struct(featurized_fields()))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
@@ -162,7 +152,7 @@ impl ScalarUDFImpl for Featurize {
             "featurize batch"
         );
         let s = StructArray::try_new(
-            featurize_fields(),
+            featurized_fields(),
             vec![
                 Arc::new(list.finish()) as ArrayRef,
                 Arc::new(errors.finish()),
@@ -259,5 +249,46 @@ impl ScalarUDFImpl for PcaProject {
             out.append(true);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// What a fruits function is: enough to rebuild it in another process. The fitted PCA of
+/// `pca_project` travels beside the spec, as bytes ([`PcaModel::to_bytes`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "function")]
+pub enum FunctionSpec {
+    /// `featurize`, with the weights each process loads.
+    Featurize {
+        /// Where the weights are.
+        source: ModelSource,
+    },
+    /// `pca_project`; the body holds the PCA.
+    PcaProject,
+}
+
+impl FunctionSpec {
+    /// The spec of `udf` and its body, if it is a fruits function.
+    pub fn of(udf: &ScalarUDF) -> Option<(FunctionSpec, Vec<u8>)> {
+        if let Some(f) = udf.inner().downcast_ref::<Featurize>() {
+            let spec = FunctionSpec::Featurize {
+                source: f.source().clone(),
+            };
+            return Some((spec, Vec::new()));
+        }
+        udf.inner()
+            .downcast_ref::<PcaProject>()
+            .map(|p| (FunctionSpec::PcaProject, p.model().to_bytes()))
+    }
+
+    /// The function this spec (and `body`) describes.
+    pub fn into_udf(self, body: &[u8]) -> Result<ScalarUDF> {
+        Ok(match self {
+            FunctionSpec::Featurize { source } => Featurize::udf(source, None),
+            FunctionSpec::PcaProject => {
+                let model = PcaModel::from_bytes(body)
+                    .map_err(|e| DataFusionError::Internal(format!("a fruits PCA: {e}")))?;
+                PcaProject::udf(Arc::new(model))
+            }
+        })
     }
 }

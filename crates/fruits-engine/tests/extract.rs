@@ -4,13 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fruits_engine::{EngineError, ExtractConfig, InProcess, PcaSpec, Progress, Summary};
-use fruits_model::{MobileNetV2, Tensors};
+use fruits_model::MobileNetV2;
 use fruits_pca::{Components, PcaModel};
 
 fn synthetic_model() -> Arc<MobileNetV2> {
     let dir = tempfile::tempdir().unwrap();
     fruits_testkit::synthetic_weights(dir.path(), 3);
-    Arc::new(MobileNetV2::from_tensors(&Tensors::read(dir.path()).unwrap()).unwrap())
+    Arc::new(MobileNetV2::from_tensors(&fruits_weights::read(dir.path()).unwrap()).unwrap())
 }
 
 /// Runs the job in-process on 2 threads.
@@ -207,7 +207,8 @@ async fn end_to_end_features_match_keras_on_sample_810() {
         );
     }
     let weights = shared.join("models/mobilenet_v2_1.0_224");
-    let model = Arc::new(MobileNetV2::from_tensors(&Tensors::read(&weights).unwrap()).unwrap());
+    let model =
+        Arc::new(MobileNetV2::from_tensors(&fruits_weights::read(&weights).unwrap()).unwrap());
     let output = dir.path().join("out");
     let mut cfg = config(
         &input,

@@ -21,6 +21,8 @@
 //! assert_eq!(x[0], -1.0);
 //! ```
 
+#![deny(missing_docs)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Side of the square the model takes.

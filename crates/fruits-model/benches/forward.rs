@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use fruits_model::{MobileNetV2, Tensors, FEATURES, INPUT_LEN};
+use fruits_model::{MobileNetV2, FEATURES, INPUT_LEN};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -27,8 +27,8 @@ fn main() {
     let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
     let path = std::env::var("FRUITS_WEIGHTS")
         .unwrap_or_else(|_| format!("{shared}/models/mobilenet_v2_1.0_224"));
-    let net = match Tensors::read(std::path::Path::new(&path))
-        .and_then(|t| MobileNetV2::from_tensors(&t))
+    let net = match fruits_weights::read(std::path::Path::new(&path))
+        .and_then(|t| MobileNetV2::from_tensors(&t).map_err(Into::into))
     {
         Ok(net) => net,
         Err(e) => {

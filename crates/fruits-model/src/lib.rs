@@ -1,54 +1,51 @@
-//! MobileNetV2 1.0/224 (ImageNet) as a feature extractor: weights in, 1280 features per image out.
+//! MobileNetV2 1.0/224 (ImageNet) as a feature extractor: tensors in, 1280 features per
+//! image out, matching Keras' `model.layers[-2]` output to ~1e-5.
 //!
-//! * [`weights`]: find the weights (explicit path, `$FRUITS_WEIGHTS`, per-user cache) and read
-//!   them (a folder of TF-slim `.npy` tensors, or Keras' `.h5` weights file).
-//! * [`fetch`]: download the official Keras weights file into the cache.
-//! * [`MobileNetV2`]: the forward pass, cut before the classifier at the global average pool,
-//!   matching Keras' `model.layers[-2]` output to ~1e-5.
+//! The network and its kernels only: it knows no file format (the `fruits-weights` crate
+//! reads `.npy` folders and Keras `.h5` files into [`Tensors`]) and no image file (input is
+//! already-scaled `f32` HWC pixels).
 //!
-//! Knows nothing of image files or query engines: input is already-scaled `f32` HWC pixels.
+//! * `layers`: the architecture table ([`tensor_shapes`]) and the layers built from it.
+//! * `net`: [`MobileNetV2`], the forward pass, cut before the classifier at the global average
+//!   pool, with per-thread workspaces kept for the model's life.
+//! * `kernels`: 1x1 and 3x3 depthwise convolution kernels, one file per instruction set,
+//!   chosen at run time.
 //!
-//! ```no_run
-//! use fruits_model::{MobileNetV2, Tensors, FEATURES, INPUT_LEN};
-//! let t = Tensors::read(std::path::Path::new("models/mobilenet_v2_1.0_224"))?;
+//! ```
+//! use fruits_model::{tensor_shapes, MobileNetV2, Tensors, FEATURES, INPUT_LEN};
+//! // Any tensors of the right names and shapes (here: zeros, unit variances).
+//! let mut t = Tensors::new("example");
+//! for (name, shape) in tensor_shapes() {
+//!     let fill = if name.ends_with("variance") { 1.0 } else { 0.0 };
+//!     let n = shape.iter().product();
+//!     t.insert(name, shape, vec![fill; n]);
+//! }
 //! let net = MobileNetV2::from_tensors(&t)?;
 //! let pixels = vec![0.0f32; 2 * INPUT_LEN];
-//! let mut features = vec![0.0f32; 2 * FEATURES];
+//! let mut features = vec![1.0f32; 2 * FEATURES];
 //! net.forward(&pixels, &mut features, 2);
+//! assert!(features.iter().all(|&f| f == 0.0));
 //! # Ok::<(), fruits_model::ModelError>(())
 //! ```
 
-pub mod fetch;
-mod keras_h5;
+#![deny(missing_docs)]
+
+mod kernels;
+mod layers;
 mod net;
-pub mod weights;
+mod tensors;
 
-pub use net::{MobileNetV2, FEATURES, INPUT_LEN, INPUT_SIDE};
-pub use weights::Tensors;
+pub use layers::{tensor_shapes, FEATURES, INPUT_LEN, INPUT_SIDE};
+pub use net::MobileNetV2;
+pub use tensors::Tensors;
 
-use std::path::Path;
-
-/// What can go wrong finding, reading or fetching weights.
+/// Why tensors do not make a MobileNetV2.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Nothing at the given path.
-    #[error("weights not found at {path}")]
-    NotFound {
-        /// The path.
-        path: String,
-    },
-    /// No path given, no `$FRUITS_WEIGHTS`, nothing cached.
-    #[error(
-        "no model weights: pass --weights PATH, set FRUITS_WEIGHTS, or run `fruits weights fetch` (cache: {cache})"
-    )]
-    NoWeights {
-        /// The cache file looked for.
-        cache: String,
-    },
     /// A tensor the network needs is absent.
     #[error("weights {source_path}: missing tensor {name}")]
     MissingTensor {
-        /// The weights path.
+        /// Where the tensors came from.
         source_path: String,
         /// TF-slim tensor name.
         name: String,
@@ -56,7 +53,7 @@ pub enum ModelError {
     /// A tensor has the wrong shape.
     #[error("weights {source_path}: tensor {name} has shape {found:?}, expected {expected:?}")]
     Shape {
-        /// The weights path.
+        /// Where the tensors came from.
         source_path: String,
         /// TF-slim tensor name.
         name: String,
@@ -65,29 +62,4 @@ pub enum ModelError {
         /// Shape in the file.
         found: Vec<usize>,
     },
-    /// A file is not in the expected format.
-    #[error("weights: {0}")]
-    Format(String),
-    /// Reading or writing failed.
-    #[error("weights {path}: {source}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Downloading failed.
-    #[error("download {url}: {message}")]
-    Download {
-        /// The address.
-        url: String,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// Locates (see [`weights::locate`]), reads and builds the network in one call.
-pub fn load(explicit: Option<&Path>) -> Result<MobileNetV2, ModelError> {
-    let path = weights::locate(explicit)?;
-    MobileNetV2::from_tensors(&Tensors::read(&path)?)
 }

@@ -11,6 +11,8 @@
 //! assert_eq!(a.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+#![deny(missing_docs)]
+
 use std::path::Path;
 
 /// What can go wrong reading an `.npy` file.

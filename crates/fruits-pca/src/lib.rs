@@ -22,6 +22,8 @@
 //! assert!(model.explained_variance_ratio()[0] > 0.99);
 //! ```
 
+#![deny(missing_docs)]
+
 use faer::{Accum, Mat, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 
@@ -413,6 +415,35 @@ impl PcaModel {
         FILES.into_iter().zip(contents).collect()
     }
 
+    /// The model as one byte string, its [`FILES`] back to back, each after its length (a
+    /// little-endian `u64`): how a plan carries it to another process.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (_, bytes) in self.to_files() {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Reads a model written by [`PcaModel::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<PcaModel, PcaError> {
+        let mut files = std::collections::HashMap::new();
+        let mut rest = bytes;
+        for name in FILES {
+            let truncated = || PcaError::Format(format!("a PCA cut short before {name}"));
+            let (len, tail) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| truncated())?;
+            if tail.len() < len {
+                return Err(truncated());
+            }
+            let (file, tail) = tail.split_at(len);
+            files.insert(name, file);
+            rest = tail;
+        }
+        PcaModel::from_files(|name| files.get(name).map(|b| b.to_vec()).ok_or("absent"))
+    }
+
     /// Loads a model saved by [`PcaModel::to_files`]; `read(name)` returns a file's bytes.
     pub fn from_files<E: std::fmt::Display>(
         mut read: impl FnMut(&str) -> Result<Vec<u8>, E>,
@@ -695,5 +726,17 @@ mod tests {
         assert!(Components::K(4).check(3).is_err());
         assert!(Components::Variance(0.0).check(3).is_err());
         assert!(Components::K(3).check(3).is_ok());
+    }
+
+    #[test]
+    fn one_byte_string_carries_the_model_and_a_cut_one_is_refused() {
+        let v = |n: usize| (0..n).map(|i| 0.5 + i as f64).collect::<Vec<_>>();
+        let m = PcaModel::new(7, v(3), v(3), vec![v(3), v(3)], v(3)).unwrap();
+        let bytes = m.to_bytes();
+        let back = PcaModel::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_files(), m.to_files());
+        for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
+            assert!(PcaModel::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! S3 settings from the standard AWS sources.
 //!
-//! Precedence, as the AWS tools have it: explicit options ([`S3Options`]) over environment
+//! Precedence, as the AWS tools have it: explicit settings ([`S3Settings`]) over environment
 //! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...) over the shared files of the active profile
 //! (`AWS_PROFILE`, default `default`; `~/.aws/credentials` and `~/.aws/config`, or
 //! `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`). An explicit profile
-//! ([`S3Options::profile`], `--profile`) names the identity: its files win over the
+//! ([`S3Settings::profile`], `--profile`) names the identity: its files win over the
 //! environment. With no static credentials at all,
 //! `object_store` falls back to web identity, container and instance roles.
 
@@ -14,9 +14,11 @@ use std::path::PathBuf;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
-/// S3 settings given on the command line; each overrides its environment variable.
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
+/// The non-secret S3 settings of a run: built once from the command line, carried by plans
+/// to other processes; each overrides its environment variable there. Credentials are never
+/// part of them: every process resolves its own ([`S3Credentials`] stay where they were made).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct S3Settings {
     /// Endpoint of an S3-compatible server (`AWS_ENDPOINT_URL`).
     pub endpoint: Option<String>,
     /// Region (`AWS_REGION`).
@@ -25,19 +27,38 @@ pub struct S3Options {
     pub profile: Option<String>,
     /// Allow plain `http://` endpoints (`AWS_ALLOW_HTTP=true`).
     pub allow_http: bool,
-    /// Static credentials `(access key id, secret)`, for programs that hold them already; the
-    /// command line never takes secrets as arguments.
-    pub credentials: Option<(String, String)>,
+}
+
+/// Static credentials for programs that hold them already (the command line never takes
+/// secrets as arguments). Not serialisable, and its `Debug` hides the secret.
+#[derive(Clone)]
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A builder for `bucket` with every setting applied in precedence order.
-pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
+pub(crate) fn builder(
+    bucket: &str,
+    opts: &S3Settings,
+    credentials: Option<&S3Credentials>,
+) -> AmazonS3Builder {
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
     let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
     let mut b = AmazonS3Builder::new();
-    for (key, value) in settings(opts, &env, &read) {
+    for (key, value) in settings(opts, credentials, &env, &read) {
         b = b.with_config(key, value);
     }
     if opts.allow_http {
@@ -53,7 +74,8 @@ pub(crate) fn builder(bucket: &str, opts: &S3Options) -> AmazonS3Builder {
 /// as a set from one source: a source that gives an access key replaces the key, secret and
 /// session token of the sources below it.
 fn settings(
-    opts: &S3Options,
+    opts: &S3Settings,
+    keys: Option<&S3Credentials>,
     env: &[(String, String)],
     read: &dyn Fn(&std::path::Path) -> Option<String>,
 ) -> HashMap<AmazonS3ConfigKey, String> {
@@ -116,9 +138,12 @@ fn settings(
     if let Some(r) = &opts.region {
         explicit.insert(AmazonS3ConfigKey::Region, r.clone());
     }
-    if let Some((id, secret)) = &opts.credentials {
-        explicit.insert(AmazonS3ConfigKey::AccessKeyId, id.clone());
-        explicit.insert(AmazonS3ConfigKey::SecretAccessKey, secret.clone());
+    if let Some(c) = keys {
+        explicit.insert(AmazonS3ConfigKey::AccessKeyId, c.access_key_id.clone());
+        explicit.insert(
+            AmazonS3ConfigKey::SecretAccessKey,
+            c.secret_access_key.clone(),
+        );
     }
     let (lowest, middle) = if opts.profile.is_some() {
         (environment, files)
@@ -189,11 +214,11 @@ mod tests {
         let get = |m: &HashMap<AmazonS3ConfigKey, String>, k| m.get(&k).cloned();
         use AmazonS3ConfigKey as K;
         // --profile dev: the profile's identity, region and endpoint; no stray env token.
-        let dev = S3Options {
+        let dev = S3Settings {
             profile: Some("dev".into()),
-            ..S3Options::default()
+            ..S3Settings::default()
         };
-        let m = settings(&dev, &env, &files);
+        let m = settings(&dev, None, &env, &files);
         assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("DEV"));
         assert_eq!(get(&m, K::SecretAccessKey).as_deref(), Some("devsecret"));
         assert_eq!(get(&m, K::Token), None);
@@ -202,23 +227,26 @@ mod tests {
         // AWS_PROFILE=dev (not explicit): the environment's keys and region win.
         let mut with_env_profile = env.clone();
         with_env_profile.push(("AWS_PROFILE".into(), "dev".into()));
-        let m = settings(&S3Options::default(), &with_env_profile, &files);
+        let m = settings(&S3Settings::default(), None, &with_env_profile, &files);
         assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("ENV"));
         assert_eq!(get(&m, K::Token).as_deref(), Some("envtoken"));
         assert_eq!(get(&m, K::Region).as_deref(), Some("us-east-2"));
         assert_eq!(get(&m, K::Endpoint).as_deref(), Some("http://dev:9000"));
         // Explicit options win over both.
-        let explicit = S3Options {
+        let explicit = S3Settings {
             profile: Some("dev".into()),
             region: Some("ap-south-1".into()),
-            credentials: Some(("OPT".into(), "optsecret".into())),
-            ..S3Options::default()
+            ..S3Settings::default()
         };
-        let m = settings(&explicit, &env, &files);
+        let keys = S3Credentials {
+            access_key_id: "OPT".into(),
+            secret_access_key: "optsecret".into(),
+        };
+        let m = settings(&explicit, Some(&keys), &env, &files);
         assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("OPT"));
         assert_eq!(get(&m, K::Region).as_deref(), Some("ap-south-1"));
         // No profile, no env keys: the default profile's keys.
-        let m = settings(&S3Options::default(), &env[..1], &files);
+        let m = settings(&S3Settings::default(), None, &env[..1], &files);
         assert_eq!(get(&m, K::AccessKeyId).as_deref(), Some("DEF"));
     }
 

@@ -9,6 +9,18 @@
 //!   location and [`Staging::commit`]s it; see [`Staging`] for what a reader can observe.
 //!
 //! Knows nothing of models or engines.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fruits_store::StoreError> {
+//! use fruits_store::{Location, S3Settings};
+//! let s3 = S3Settings { region: Some("eu-west-1".into()), ..S3Settings::default() };
+//! let photos = Location::parse_with("s3://fruits/Test", &s3)?;
+//! let listing = photos.list_images().await?;
+//! println!("{} images, {} set aside", listing.images.len(), listing.unlisted.len());
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +30,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-pub use aws::S3Options;
+pub use aws::{S3Credentials, S3Settings};
 pub use object_store;
 
 mod aws;
@@ -172,11 +184,21 @@ impl Location {
     /// Opens a local path, `file://` URI or `s3://bucket/prefix` (S3 settings from the
     /// environment and the shared AWS files).
     pub fn parse(uri: &str) -> Result<Location, StoreError> {
-        Location::parse_with(uri, &S3Options::default())
+        Location::parse_with(uri, &S3Settings::default())
     }
 
     /// As [`Location::parse`], with S3 settings that override the environment.
-    pub fn parse_with(uri: &str, s3: &S3Options) -> Result<Location, StoreError> {
+    pub fn parse_with(uri: &str, s3: &S3Settings) -> Result<Location, StoreError> {
+        Location::parse_with_credentials(uri, s3, None)
+    }
+
+    /// As [`Location::parse_with`], with static credentials that override every other source
+    /// (for programs that hold them; they stay in this process).
+    pub fn parse_with_credentials(
+        uri: &str,
+        s3: &S3Settings,
+        credentials: Option<&S3Credentials>,
+    ) -> Result<Location, StoreError> {
         let invalid = |message: String| StoreError::InvalidUri {
             uri: uri.to_string(),
             message,
@@ -186,7 +208,7 @@ impl Location {
             if bucket.is_empty() {
                 return Err(invalid("no bucket name".into()));
             }
-            let store = aws::builder(bucket, s3)
+            let store = aws::builder(bucket, s3, credentials)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
             let prefix =
@@ -275,18 +297,6 @@ impl Location {
             prefix: self.child(rel),
             kind,
         }
-    }
-
-    /// The URL DataFusion registers this location's store under (`file://`, `s3://bucket`).
-    pub fn store_url(&self) -> Result<url::Url, StoreError> {
-        let text = match &self.kind {
-            Kind::Local(_) => "file://".to_string(),
-            Kind::S3 { bucket } => format!("s3://{bucket}"),
-        };
-        url::Url::parse(&text).map_err(|e| StoreError::InvalidUri {
-            uri: text,
-            message: e.to_string(),
-        })
     }
 
     /// The local folder, for locations on the local file system.

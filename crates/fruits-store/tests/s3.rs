@@ -2,17 +2,30 @@
 
 mod common;
 
-use fruits_store::{Location, S3Options, Staging, StoreError};
+use fruits_store::{Location, S3Credentials, S3Settings, Staging, StoreError};
 use fruits_testkit::{S3Server, S3_ACCESS_KEY, S3_SECRET_KEY};
 
-fn options(server: &S3Server) -> S3Options {
-    S3Options {
+fn settings(server: &S3Server) -> S3Settings {
+    S3Settings {
         endpoint: Some(server.endpoint.clone()),
         region: Some("us-east-1".into()),
         allow_http: true,
-        credentials: Some((S3_ACCESS_KEY.into(), S3_SECRET_KEY.into())),
-        ..S3Options::default()
+        ..S3Settings::default()
     }
+}
+
+/// `uri` on the test server, signed with `secret`.
+fn open_signed(uri: &str, settings: &S3Settings, secret: &str) -> Location {
+    let keys = S3Credentials {
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: secret.into(),
+    };
+    Location::parse_with_credentials(uri, settings, Some(&keys)).unwrap()
+}
+
+/// `uri` on the test server.
+fn open(uri: &str, server: &S3Server) -> Location {
+    open_signed(uri, &settings(server), S3_SECRET_KEY)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +41,7 @@ async fn lists_more_than_a_page_and_reads_objects() {
         std::fs::write(dir.join(format!("img_{i:04}.jpg")), format!("{i}")).unwrap();
     }
     std::fs::write(bucket.join("Test/readme.md"), "x").unwrap();
-    let loc = Location::parse_with("s3://photos/Test/", &options(&server)).unwrap();
+    let loc = open("s3://photos/Test/", &server);
     let images = loc.list_images().await.unwrap().images;
     assert_eq!(images.len(), 1100);
     assert_eq!(images[0].uri, "s3://photos/Test/Class 0/img_0000.jpg");
@@ -36,13 +49,10 @@ async fn lists_more_than_a_page_and_reads_objects() {
     assert_eq!(&loc.get(&images[5].path).await.unwrap()[..], b"15");
 
     // Permanent failures name the bucket and stop: no such bucket, wrong secret.
-    let missing = Location::parse_with("s3://no-such-bucket/Test", &options(&server)).unwrap();
+    let missing = open("s3://no-such-bucket/Test", &server);
     let err = missing.list_images().await.unwrap_err().to_string();
     assert!(err.contains("s3://no-such-bucket/Test"), "{err}");
-    let mut wrong = options(&server);
-    wrong.credentials = Some((S3_ACCESS_KEY.into(), "not-the-secret".into()));
-    let err = Location::parse_with("s3://photos/Test", &wrong)
-        .unwrap()
+    let err = open_signed("s3://photos/Test", &settings(&server), "not-the-secret")
         .list_images()
         .await
         .unwrap_err()
@@ -57,7 +67,7 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
         return;
     };
     server.bucket("results");
-    let out = Location::parse_with("s3://results/Results", &options(&server)).unwrap();
+    let out = open("s3://results/Results", &server);
 
     let s = Staging::begin(&out, false, "run1").await.unwrap();
     s.location()
@@ -78,7 +88,7 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
     assert!(matches!(err, StoreError::OutputExists(_)), "{err}");
 
     // A dead run's staging does not make a fresh output look existing, and is cleaned.
-    let fresh = Location::parse_with("s3://results/Fresh", &options(&server)).unwrap();
+    let fresh = open("s3://results/Fresh", &server);
     fresh
         .put_rel("_temporary/dead/part-00000.parquet", b"x".to_vec())
         .await
@@ -88,7 +98,7 @@ async fn publish_on_s3_leaves_one_complete_result_and_no_strays() {
     assert!(common::names(&fresh).await.is_empty());
 
     // A fault at every step of the commit.
-    let faults = Location::parse_with("s3://results/Faults", &options(&server)).unwrap();
+    let faults = open("s3://results/Faults", &server);
     let steps = common::every_step_leaves_old_or_new(&faults, false).await;
     assert!(steps >= 9, "{steps} steps");
     common::a_second_writer_is_refused(&faults).await;
@@ -103,13 +113,13 @@ async fn transient_failures_are_retried() {
     std::fs::create_dir_all(bucket.join("Test/Kiwi")).unwrap();
     std::fs::write(bucket.join("Test/Kiwi/a.jpg"), b"kiwi").unwrap();
     for drop_instead in [false, true] {
-        let mut opts = options(&server);
+        let mut opts = settings(&server);
         opts.endpoint = Some(fruits_testkit::flaky_proxy(
             &server.endpoint,
             2,
             drop_instead,
         ));
-        let loc = Location::parse_with("s3://flaky/Test", &opts).unwrap();
+        let loc = open_signed("s3://flaky/Test", &opts, S3_SECRET_KEY);
         let images = loc.list_images().await.unwrap().images;
         assert_eq!(
             images.len(),

@@ -3,11 +3,23 @@
 //! * [`shared`] finds the read-only `../shared` data folder, or prints why a test skips.
 //! * [`write_photo_tree`] writes a small `<label>/<name>.jpg` tree of real JPEGs, so tests run
 //!   on a machine without `../shared`.
-//! * [`synthetic_weights`] writes a complete set of seeded MobileNetV2 `.npy` tensors.
+//! * [`synthetic_weights`] writes a complete set of seeded MobileNetV2 `.npy` tensors (the
+//!   names and shapes from `fruits_model::tensor_shapes`).
+//! * [`S3Server`], [`flaky_proxy`], [`serve_http`]: real servers on loopback.
+//! * [`damaged_jpegs`]: a seeded corpus of damaged photos.
+//! * `read_rows` (feature `parquet`): a result's rows, for the crates whose tests read one;
+//!   the others do not compile arrow and parquet for their tests.
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let photos = fruits_testkit::write_photo_tree(dir.path(), 2, 3);
+//! assert_eq!(photos.len(), 6);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
-
-use arrow::array::AsArray;
 
 /// Says why the calling test skips, or, under `CI=true`, fails it: CI must never be green on a
 /// check that did not run.
@@ -94,56 +106,6 @@ pub fn write_photo_tree(root: &Path, classes: usize, per_class: usize) -> Vec<Pa
     out
 }
 
-/// Every MobileNetV2 tensor as `(TF-slim name, shape)`, in network order.
-pub fn mobilenet_v2_tensors() -> Vec<(String, Vec<usize>)> {
-    let mut t = Vec::new();
-    let bn = |t: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize| {
-        for f in ["gamma", "beta", "moving_mean", "moving_variance"] {
-            t.push((format!("{p}_BatchNorm_{f}"), vec![c]));
-        }
-    };
-    t.push(("Conv_weights".into(), vec![3, 3, 3, 32]));
-    bn(&mut t, "Conv", 32);
-    // (expansion, out channels, repeats) of the 1.0 width network.
-    let cfg = [
-        (1, 16, 1),
-        (6, 24, 2),
-        (6, 32, 3),
-        (6, 64, 4),
-        (6, 96, 3),
-        (6, 160, 3),
-        (6, 320, 1),
-    ];
-    let mut cin = 32;
-    let mut block = 0;
-    for (e, cout, n) in cfg {
-        for _ in 0..n {
-            let p = if block == 0 {
-                "expanded_conv".to_string()
-            } else {
-                format!("expanded_conv_{block}")
-            };
-            let mid = cin * e;
-            if e != 1 {
-                t.push((format!("{p}_expand_weights"), vec![1, 1, cin, mid]));
-                bn(&mut t, &format!("{p}_expand"), mid);
-            }
-            t.push((
-                format!("{p}_depthwise_depthwise_weights"),
-                vec![3, 3, mid, 1],
-            ));
-            bn(&mut t, &format!("{p}_depthwise"), mid);
-            t.push((format!("{p}_project_weights"), vec![1, 1, mid, cout]));
-            bn(&mut t, &format!("{p}_project"), cout);
-            cin = cout;
-            block += 1;
-        }
-    }
-    t.push(("Conv_1_weights".into(), vec![1, 1, 320, 1280]));
-    bn(&mut t, "Conv_1", 1280);
-    t
-}
-
 /// Writes seeded random MobileNetV2 weights (one `.npy` per tensor, TF-slim names) into `dir`:
 /// the real architecture with made-up values, for tests without `../shared`.
 pub fn synthetic_weights(dir: &Path, seed: u64) {
@@ -157,7 +119,7 @@ pub fn synthetic_weights(dir: &Path, seed: u64) {
             .wrapping_add(1442695040888963407);
         ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     };
-    for (name, shape) in mobilenet_v2_tensors() {
+    for (name, shape) in fruits_model::tensor_shapes() {
         let n: usize = shape.iter().product();
         let fan_in: usize = shape[..shape.len().saturating_sub(1)]
             .iter()
@@ -396,10 +358,14 @@ fn reset_on_close(stream: &std::net::TcpStream) {
 }
 
 /// One row of a fruits result: `path`, `label`, `features`, `features_pca`.
+#[cfg(feature = "parquet")]
 pub type Row = (String, String, Vec<f32>, Vec<f32>);
 
-/// Every row of every `part-*.parquet` under `dir`, sorted by path (panics on anything else).
+/// Every row of every `part-*.parquet` under `dir`, sorted by path (panics on anything else,
+/// including columns in another order than the documented one).
+#[cfg(feature = "parquet")]
 pub fn read_rows(dir: &Path) -> Vec<Row> {
+    use arrow::array::AsArray;
     let mut rows = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -426,18 +392,20 @@ pub fn read_rows(dir: &Path) -> Vec<Row> {
                 .map(|f| f.name().clone())
                 .collect();
             assert_eq!(names, ["path", "label", "features", "features_pca"]);
-            let list = |i: usize, r: usize| {
-                let l = batch.column(i).as_list::<i32>().value(r);
+            let column = |name: &str| batch.column_by_name(name).unwrap();
+            let text = |name: &str, r: usize| column(name).as_string::<i32>().value(r).to_string();
+            let list = |name: &str, r: usize| {
+                let l = column(name).as_list::<i32>().value(r);
                 l.as_primitive::<arrow::datatypes::Float32Type>()
                     .values()
                     .to_vec()
             };
             for r in 0..batch.num_rows() {
                 rows.push((
-                    batch.column(0).as_string::<i32>().value(r).to_string(),
-                    batch.column(1).as_string::<i32>().value(r).to_string(),
-                    list(2, r),
-                    list(3, r),
+                    text("path", r),
+                    text("label", r),
+                    list("features", r),
+                    list("features_pca", r),
                 ));
             }
         }

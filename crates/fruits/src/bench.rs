@@ -49,7 +49,7 @@ fn peak_rss_bytes() -> Option<u64> {
 pub fn run(a: BenchArgs) -> Result<()> {
     let threads = crate::default_threads(a.threads);
     let rt = crate::runtime(threads)?;
-    let s3 = a.s3.options();
+    let s3 = a.s3.settings();
     let source = fruits_engine::ModelSource::new(a.weights.clone(), &s3);
     let model = crate::load_model(&rt, &source)?;
     let location = fruits_store::Location::parse_with(&a.input, &s3)?;

@@ -5,7 +5,7 @@
 
 mod bench;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fruits_engine::{Engine, ExtractConfig, PcaSpec, Progress, Summary};
-use fruits_pca::{Components, PcaModel};
+use fruits_pca::Components;
 
 #[derive(Parser)]
 #[command(
@@ -51,7 +51,7 @@ enum WeightsCommand {
     /// Download the official Keras MobileNetV2 weights into the per-user cache.
     Fetch {
         /// Where to download from.
-        #[arg(long, default_value = fruits_model::fetch::KERAS_URL)]
+        #[arg(long, default_value = fruits_weights::KERAS_URL)]
         url: String,
         /// Download again even if a valid file is cached.
         #[arg(long)]
@@ -59,9 +59,11 @@ enum WeightsCommand {
     },
     /// Print which weights a run would use, and check that they load.
     Path {
-        /// Explicit weights (folder of .npy or Keras .h5).
+        /// Weights as a run takes them: a folder of .npy or a Keras .h5, local or s3://.
         #[arg(long)]
-        weights: Option<PathBuf>,
+        weights: Option<String>,
+        #[command(flatten)]
+        s3: S3Args,
     },
 }
 
@@ -100,10 +102,10 @@ struct RunArgs {
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
     /// On a cluster: images per task.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = fruits_cluster::defaults::IMAGES_PER_TASK as u64, value_parser = clap::value_parser!(u64).range(1..))]
     images_per_task: u64,
     /// On a cluster: seconds one job may take before it is abandoned and retried once.
-    #[arg(long, default_value_t = 6 * 3600)]
+    #[arg(long, default_value_t = fruits_cluster::defaults::JOB_TIMEOUT_S)]
     job_timeout: u64,
     #[command(flatten)]
     token: TokenArgs,
@@ -130,11 +132,11 @@ impl TokenArgs {
 struct SchedulerArgs {
     /// HOST:PORT to listen on. The cluster has no authentication: bind a private network's
     /// address only (see the README's trust model).
-    #[arg(long, default_value = "127.0.0.1:50050")]
+    #[arg(long, default_value = fruits_cluster::defaults::SCHEDULER_BIND)]
     bind: String,
     /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere
     /// (keep it several times the executors' --heartbeat).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = fruits_cluster::defaults::EXECUTOR_TIMEOUT_S)]
     executor_timeout: u64,
     #[command(flatten)]
     token: TokenArgs,
@@ -160,7 +162,7 @@ struct ExecutorArgs {
     #[arg(long)]
     work_dir: Option<String>,
     /// Seconds between heartbeats to the scheduler.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = fruits_cluster::defaults::HEARTBEAT_S)]
     heartbeat: u64,
     #[command(flatten)]
     token: TokenArgs,
@@ -184,13 +186,13 @@ pub(crate) struct S3Args {
 }
 
 impl S3Args {
-    pub(crate) fn options(&self) -> fruits_store::S3Options {
-        fruits_store::S3Options {
+    /// The run's S3 settings: built here once, carried by its plans.
+    pub(crate) fn settings(&self) -> fruits_store::S3Settings {
+        fruits_store::S3Settings {
             endpoint: self.endpoint_url.clone(),
             region: self.region.clone(),
             profile: self.profile.clone(),
             allow_http: self.allow_http,
-            credentials: None,
         }
     }
 }
@@ -264,14 +266,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Project(a) => {
             let rt = runtime(1)?;
-            let model = rt.block_on(load_pca(&a.pca, &a.run.s3.options()))?;
-            run_job(
-                &a.run,
-                PcaSpec::Apply {
-                    model: Arc::new(model),
-                    from: a.pca.clone(),
-                },
-            )
+            let pca = rt
+                .block_on(PcaSpec::load(&a.pca, &a.run.s3.settings()))
+                .with_context(|| format!("reading the saved PCA at {}", a.pca))?;
+            run_job(&a.run, pca)
         }
         Command::Bench(a) => bench::run(a),
         Command::Scheduler(a) => {
@@ -314,16 +312,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Weights {
             command: WeightsCommand::Fetch { url, force },
         } => {
-            let path = fruits_model::fetch::fetch(&url, None, force)?;
+            let path = fruits_weights::fetch(&url, None, force)?;
             println!("weights ready: {}", path.display());
             Ok(())
         }
         Command::Weights {
-            command: WeightsCommand::Path { weights },
+            command: WeightsCommand::Path { weights, s3 },
         } => {
-            let path = fruits_model::weights::locate(weights.as_deref())?;
-            fruits_model::fetch::verify(&path)?;
-            println!("{}", path.display());
+            let rt = runtime(1)?;
+            let found = rt.block_on(fruits_weights::resolve(weights.as_deref(), &s3.settings()))?;
+            fruits_model::MobileNetV2::from_tensors(&found.tensors)?;
+            println!("{}", found.uri);
+            if Path::new(&found.uri) != found.local {
+                println!("  cached at {}", found.local.display());
+            }
             Ok(())
         }
     }
@@ -359,24 +361,10 @@ pub(crate) fn load_model(
     Ok(Arc::new(rt.block_on(source.load())?))
 }
 
-async fn load_pca(uri: &str, s3: &fruits_store::S3Options) -> Result<PcaModel> {
-    let loc = fruits_store::Location::parse_with(uri, s3)?;
-    let mut files = std::collections::HashMap::new();
-    for name in fruits_pca::FILES {
-        let bytes = loc
-            .get_rel(name)
-            .await
-            .with_context(|| format!("reading the saved PCA at {uri}"))?;
-        files.insert(name, bytes.to_vec());
-    }
-    PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent"))
-        .with_context(|| format!("loading {uri}"))
-}
-
 fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     let threads = default_threads(a.threads);
     let rt = runtime(threads)?;
-    let s3 = a.s3.options();
+    let s3 = a.s3.settings();
     let weights = fruits_engine::ModelSource::new(a.weights.clone(), &s3);
     let (engine, model): (Box<dyn Engine>, _) = match &a.cluster {
         // The executors load the weights; this process never needs them.

@@ -328,6 +328,23 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
         "--pca-k",
         "2",
     ];
+    // `weights path` checks the s3:// weights a run takes, and says where their copy is.
+    let out = run(
+        &["weights", "path", "--weights", "s3://fruits/models/w/"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("s3://fruits/models/w/\n")
+            && said.contains(&format!("cached at {}", cache.path().display())),
+        "{said}"
+    );
+    let out = run(
+        &["weights", "path", "--weights", "s3://fruits/models/none/"],
+        &[],
+    );
+    assert_fails(&out, &["s3://fruits/models/none/"]);
     let out = run(&args, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

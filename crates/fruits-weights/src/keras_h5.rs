@@ -9,15 +9,17 @@
 
 use std::path::Path;
 
-use crate::{ModelError, Tensors};
+use fruits_model::Tensors;
+
+use crate::WeightsError;
 
 /// Reads every float32 dataset of a Keras weights file into TF-slim named tensors.
-pub(crate) fn read(path: &Path) -> Result<Tensors, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+pub(crate) fn read(path: &Path) -> Result<Tensors, WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    let fail = |m: String| ModelError::Format(format!("{}: {m}", path.display()));
+    let fail = |m: String| WeightsError::Format(format!("{}: {m}", path.display()));
     let file = H5 { b: &bytes };
     let mut datasets = Vec::new();
     file.walk_root(&mut datasets).map_err(fail)?;

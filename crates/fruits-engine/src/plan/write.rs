@@ -1,0 +1,269 @@
+//! [`WriteExec`]: writes each partition below the staging location and returns one
+//! [`TaskReport`] row.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use fruits_model::FEATURES;
+use fruits_pca::PartialSums;
+use fruits_store::Location;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{external, only_child, properties, unary_node};
+use crate::error::EngineError;
+use crate::process::worker_name;
+use crate::sink::PartWriter;
+use crate::store::{Store, StoreRef};
+use crate::vocab::names::{part_name, report_name, sums_name, FEATURES_DIR};
+use crate::vocab::schema::{
+    features_schema, output_schema, partition_of, report_schema, FeatureRows, FeaturizedRows,
+    OutputRows,
+};
+use crate::vocab::{Progress, Skipped, TaskReport, WriteKind};
+
+/// What a [`WriteExec`] is, apart from its input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WriteSpec {
+    /// Where it writes.
+    pub staging: StoreRef,
+    /// What it writes.
+    pub kind: WriteKind,
+}
+
+/// Writes each input partition to the staging location and returns one [`TaskReport`] row.
+/// Its object names depend only on the partition, so a re-run task overwrites, never adds.
+///
+/// * [`WriteKind::Features`]: featurised rows ([`FeaturizedRows`]) → staged features without
+///   the skipped images, and the partition's PCA partial sums.
+/// * [`WriteKind::Output`]: projected rows ([`OutputRows`]) → a final part.
+#[derive(Debug)]
+pub struct WriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: WriteSpec,
+    location: Location,
+    progress: Option<Arc<Progress>>,
+    props: Arc<PlanProperties>,
+}
+
+impl WriteExec {
+    /// Writes `input` below `staging`; `progress` (in-process only) counts images as they go.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        staging: &Store,
+        kind: WriteKind,
+        progress: Option<Arc<Progress>>,
+    ) -> Self {
+        let spec = WriteSpec {
+            staging: staging.reference.clone(),
+            kind,
+        };
+        WriteExec::with_location(input, spec, staging.location.clone(), progress)
+    }
+
+    /// The node `spec` describes, its store opened in this process.
+    pub fn from_spec(
+        input: Arc<dyn ExecutionPlan>,
+        spec: WriteSpec,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Self> {
+        let location = spec.staging.open()?;
+        Ok(WriteExec::with_location(input, spec, location, progress))
+    }
+
+    fn with_location(
+        input: Arc<dyn ExecutionPlan>,
+        spec: WriteSpec,
+        location: Location,
+        progress: Option<Arc<Progress>>,
+    ) -> Self {
+        let props = properties(
+            report_schema(),
+            input.properties().output_partitioning().partition_count(),
+        );
+        WriteExec {
+            input,
+            spec,
+            location,
+            progress,
+            props,
+        }
+    }
+
+    /// What it is.
+    pub fn spec(&self) -> &WriteSpec {
+        &self.spec
+    }
+}
+
+impl DisplayAs for WriteExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "WriteExec: {:?} to {}",
+            self.spec.kind, self.spec.staging.uri
+        )
+    }
+}
+
+impl ExecutionPlan for WriteExec {
+    unary_node!("WriteExec");
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(WriteExec::with_location(
+            only_child(children)?,
+            self.spec.clone(),
+            self.location.clone(),
+            self.progress.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let kind = self.spec.kind;
+        tracing::debug!(partition, ?kind, "write");
+        let input = self.input.execute(partition, ctx)?;
+        let staged = self.location.clone();
+        let progress = self.progress.clone();
+        let report = futures::stream::once(async move {
+            let (p, input) = first_partition(input).await?;
+            let report = match kind {
+                WriteKind::Features => write_features(p, input, &staged, progress.as_deref()).await,
+                WriteKind::Output => write_output(p, input, &staged).await,
+            }
+            .map_err(|e| DataFusionError::Execution(format!("partition {p}: {e}")))?;
+            staged
+                .put_rel(&report_name(kind, p), report.to_json())
+                .await
+                .map_err(external)?;
+            report.to_batch()
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            report_schema(),
+            report,
+        )))
+    }
+}
+
+/// The partition number the rows of `input` carry (every partition of a fruits plan has
+/// rows), and `input` with nothing consumed.
+async fn first_partition(
+    mut input: SendableRecordBatchStream,
+) -> Result<(usize, SendableRecordBatchStream)> {
+    let (p, first) = loop {
+        let Some(batch) = input.next().await else {
+            return Err(DataFusionError::Internal(
+                "a fruits task received no rows".into(),
+            ));
+        };
+        let batch = batch?;
+        if let Some(p) = partition_of(&batch)? {
+            break (p as usize, batch);
+        }
+    };
+    let schema = input.schema();
+    let rest = futures::stream::iter([Ok(first)]).chain(input);
+    Ok((p, Box::pin(RecordBatchStreamAdapter::new(schema, rest))))
+}
+
+/// Featurised rows to a staged part, the partition's PCA partial sums beside it.
+async fn write_features(
+    p: usize,
+    mut stream: SendableRecordBatchStream,
+    staged: &Location,
+    progress: Option<&Progress>,
+) -> std::result::Result<TaskReport, EngineError> {
+    let mut writer = PartWriter::create(staged, &part_name(FEATURES_DIR, p), features_schema())?;
+    let mut sums = PartialSums::new(FEATURES);
+    let mut skipped = Vec::new();
+    let mut labels = std::collections::BTreeSet::new();
+    let mut images = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let f = FeaturizedRows::try_from(&batch)?;
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let ok = f.features.is_valid(i);
+            keep.push(ok);
+            if ok {
+                labels.insert(f.label.value(i).to_string());
+            } else {
+                let why = if f.read_error.is_valid(i) {
+                    f.read_error.value(i)
+                } else if f.error.is_valid(i) {
+                    f.error.value(i)
+                } else {
+                    "no content"
+                };
+                tracing::warn!(path = f.path.value(i), error = why, "skipped image");
+                skipped.push(Skipped {
+                    path: f.path.value(i).to_string(),
+                    error: why.to_string(),
+                });
+            }
+        }
+        let mask = BooleanArray::from(keep);
+        let good = |a: &dyn Array| -> Result<ArrayRef> { Ok(arrow::compute::filter(a, &mask)?) };
+        let (path, label, features) = (good(f.path)?, good(f.label)?, good(f.features)?);
+        let kept = RecordBatch::try_new(features_schema(), vec![path, label, features])?;
+        let rows = FeatureRows::try_from(&kept)?;
+        sums.add_rows(rows.values()?);
+        writer.write(&kept).await?;
+        images += batch.num_rows() as u64;
+        if let Some(progress) = progress {
+            progress
+                .done
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            progress.skipped.fetch_add(
+                (batch.num_rows() - kept.num_rows()) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+    let rows = writer.close().await?;
+    staged.put_rel(&sums_name(p), sums.to_bytes()).await?;
+    Ok(TaskReport {
+        partition: p,
+        rows,
+        images,
+        skipped,
+        labels: labels.into_iter().collect(),
+        worker: worker_name(),
+    })
+}
+
+/// Projected rows to a final part.
+async fn write_output(
+    p: usize,
+    mut stream: SendableRecordBatchStream,
+    staged: &Location,
+) -> std::result::Result<TaskReport, EngineError> {
+    let mut writer = PartWriter::create(staged, &part_name("", p), output_schema())?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        writer
+            .write(&OutputRows::try_from(&batch)?.batch()?)
+            .await?;
+    }
+    let rows = writer.close().await?;
+    Ok(TaskReport {
+        partition: p,
+        rows,
+        images: rows,
+        skipped: Vec::new(),
+        labels: Vec::new(),
+        worker: worker_name(),
+    })
+}
