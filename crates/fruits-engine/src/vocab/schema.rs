@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, Float32Array, ListArray, RecordBatch, StringArray, StructArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, StructArray, UInt32Array,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
@@ -77,6 +77,30 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
         })
 }
 
+/// A row view: a struct of typed columns, each found in a batch by its name.
+macro_rules! row_view {
+    (
+        $(#[$doc:meta])*
+        $name:ident {
+            $( $(#[$fdoc:meta])* $field:ident: $ty:ty = $col:expr, )*
+        }
+    ) => {
+        $(#[$doc])*
+        pub struct $name<'a> {
+            $( $(#[$fdoc])* pub $field: &'a $ty, )*
+        }
+
+        impl<'a> TryFrom<&'a RecordBatch> for $name<'a> {
+            type Error = DataFusionError;
+            fn try_from(b: &'a RecordBatch) -> Result<Self> {
+                Ok($name {
+                    $( $field: column(b, $col)?, )*
+                })
+            }
+        }
+    };
+}
+
 /// The partition number every row of `batch` carries (`None` for an empty batch).
 pub fn partition_of(batch: &RecordBatch) -> Result<Option<u32>> {
     let partition = column::<UInt32Array>(batch, col::PARTITION)?;
@@ -88,24 +112,15 @@ pub fn image_list_schema() -> SchemaRef {
     schema(vec![partition_field(), text(col::PATH), text(col::LABEL)])
 }
 
-/// A row view of [`image_list_schema`].
-pub struct ImageListRows<'a> {
-    /// Partition of each row.
-    pub partition: &'a UInt32Array,
-    /// Object path.
-    pub path: &'a StringArray,
-    /// Label.
-    pub label: &'a StringArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for ImageListRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(ImageListRows {
-            partition: column(b, col::PARTITION)?,
-            path: column(b, col::PATH)?,
-            label: column(b, col::LABEL)?,
-        })
+row_view! {
+    /// A row view of [`image_list_schema`].
+    ImageListRows {
+        /// Partition of each row.
+        partition: UInt32Array = col::PARTITION,
+        /// Object path.
+        path: StringArray = col::PATH,
+        /// Label.
+        label: StringArray = col::LABEL,
     }
 }
 
@@ -131,21 +146,13 @@ pub fn part_list_schema() -> SchemaRef {
     schema(vec![partition_field(), text(col::PART)])
 }
 
-/// A row view of [`part_list_schema`].
-pub struct PartListRows<'a> {
-    /// Partition of each row.
-    pub partition: &'a UInt32Array,
-    /// The part's name.
-    pub part: &'a StringArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for PartListRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(PartListRows {
-            partition: column(b, col::PARTITION)?,
-            part: column(b, col::PART)?,
-        })
+row_view! {
+    /// A row view of [`part_list_schema`].
+    PartListRows {
+        /// Partition of each row.
+        partition: UInt32Array = col::PARTITION,
+        /// The part's name.
+        part: StringArray = col::PART,
     }
 }
 
@@ -172,33 +179,6 @@ pub fn image_schema() -> SchemaRef {
         Field::new(col::CONTENT, DataType::Binary, true),
         Field::new(col::READ_ERROR, DataType::Utf8, true),
     ])
-}
-
-/// A row view of [`image_schema`].
-pub struct ImageRows<'a> {
-    /// Partition.
-    pub partition: &'a UInt32Array,
-    /// URI.
-    pub path: &'a StringArray,
-    /// Label.
-    pub label: &'a StringArray,
-    /// File bytes.
-    pub content: &'a BinaryArray,
-    /// Why the read failed.
-    pub read_error: &'a StringArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for ImageRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(ImageRows {
-            partition: column(b, col::PARTITION)?,
-            path: column(b, col::PATH)?,
-            label: column(b, col::LABEL)?,
-            content: column(b, col::CONTENT)?,
-            read_error: column(b, col::READ_ERROR)?,
-        })
-    }
 }
 
 /// Fields of `featurize`'s struct result: `features` (null if the image failed) and `error`.
@@ -267,24 +247,15 @@ pub fn features_schema() -> SchemaRef {
     ])
 }
 
-/// A row view of [`features_schema`] (and of any batch with those columns).
-pub struct FeatureRows<'a> {
-    /// URI.
-    pub path: &'a StringArray,
-    /// Label.
-    pub label: &'a StringArray,
-    /// The features.
-    pub features: &'a ListArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for FeatureRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(FeatureRows {
-            path: column(b, col::PATH)?,
-            label: column(b, col::LABEL)?,
-            features: column(b, col::FEATURES)?,
-        })
+row_view! {
+    /// A row view of [`features_schema`] (and of any batch with those columns).
+    FeatureRows {
+        /// URI.
+        path: StringArray = col::PATH,
+        /// Label.
+        label: StringArray = col::LABEL,
+        /// The features.
+        features: ListArray = col::FEATURES,
     }
 }
 
@@ -346,27 +317,17 @@ pub fn output_schema() -> SchemaRef {
     schema(fields)
 }
 
-/// A row view of [`output_schema`] (and of projected rows, which also carry `partition`).
-pub struct OutputRows<'a> {
-    /// URI.
-    pub path: &'a StringArray,
-    /// Label.
-    pub label: &'a StringArray,
-    /// The features.
-    pub features: &'a ListArray,
-    /// Their projection.
-    pub features_pca: &'a ListArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for OutputRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(OutputRows {
-            path: column(b, col::PATH)?,
-            label: column(b, col::LABEL)?,
-            features: column(b, col::FEATURES)?,
-            features_pca: column(b, col::FEATURES_PCA)?,
-        })
+row_view! {
+    /// A row view of [`output_schema`] (and of projected rows, which also carry `partition`).
+    OutputRows {
+        /// URI.
+        path: StringArray = col::PATH,
+        /// Label.
+        label: StringArray = col::LABEL,
+        /// The features.
+        features: ListArray = col::FEATURES,
+        /// Their projection.
+        features_pca: ListArray = col::FEATURES_PCA,
     }
 }
 
@@ -397,33 +358,21 @@ pub fn report_schema() -> SchemaRef {
     ])
 }
 
-/// A row view of [`report_schema`].
-pub struct ReportRows<'a> {
-    /// Partition.
-    pub partition: &'a UInt32Array,
-    /// Rows written.
-    pub rows: &'a UInt64Array,
-    /// Images given.
-    pub images: &'a UInt64Array,
-    /// Skipped images, as JSON.
-    pub skipped: &'a StringArray,
-    /// Distinct labels, as JSON.
-    pub labels: &'a StringArray,
-    /// Worker name.
-    pub worker: &'a StringArray,
-}
-
-impl<'a> TryFrom<&'a RecordBatch> for ReportRows<'a> {
-    type Error = DataFusionError;
-    fn try_from(b: &'a RecordBatch) -> Result<Self> {
-        Ok(ReportRows {
-            partition: column(b, col::PARTITION)?,
-            rows: column(b, col::ROWS)?,
-            images: column(b, col::IMAGES)?,
-            skipped: column(b, col::SKIPPED)?,
-            labels: column(b, col::LABELS)?,
-            worker: column(b, col::WORKER)?,
-        })
+row_view! {
+    /// A row view of [`report_schema`].
+    ReportRows {
+        /// Partition.
+        partition: UInt32Array = col::PARTITION,
+        /// Rows written.
+        rows: UInt64Array = col::ROWS,
+        /// Images given.
+        images: UInt64Array = col::IMAGES,
+        /// Skipped images, as JSON.
+        skipped: StringArray = col::SKIPPED,
+        /// Distinct labels, as JSON.
+        labels: StringArray = col::LABELS,
+        /// Worker name.
+        worker: StringArray = col::WORKER,
     }
 }
 
