@@ -595,6 +595,10 @@ fn vertical_pass(
     vertical_pass_generic(temp, row_len, vert, first_row, out);
 }
 
+/// The generic vertical pass, compiled for AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2 (the caller checks it just before).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn vertical_pass_avx2(
