@@ -26,16 +26,15 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::plan::{
-    image_list, part_list, with_udf_column, FeatureReadExec, ImageReadExec, Limits, WriteExec,
-};
+use crate::featurize::{featurize_plan, FeaturizeSpec};
+use crate::plan::{part_list, with_udf_column, FeatureReadExec, Limits, WriteExec};
 use crate::store::Store;
-use crate::udf::{Featurize, PcaProject};
+use crate::udf::PcaProject;
 use crate::vocab::names::{
     parse_report_file, part_name, report_name, sums_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR,
     REPORTS_DIR, SUMS_DIR,
 };
-use crate::vocab::schema::{col, FeaturizedRows, STAGED_KEEP};
+use crate::vocab::schema::{col, STAGED_KEEP};
 use crate::vocab::{Progress, Skipped, TaskReport, WriteKind};
 use crate::weights::ModelSource;
 
@@ -120,6 +119,9 @@ pub struct Summary {
     pub engine: String,
     /// Images each worker featurised (worker name → images).
     pub workers: BTreeMap<String, u64>,
+    /// The hash of the MobileNetV2 weights every row was featurised with
+    /// ([`MobileNetV2::weights_hash`]); a classifier trained on the rows records it.
+    pub weights: Option<String>,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
     pub skipped_sample: Vec<Skipped>,
@@ -236,6 +238,7 @@ pub async fn extract(
             pca,
             files,
             workers,
+            weights,
         }) => {
             let skipped: Vec<Skipped> = unlisted.into_iter().chain(skipped).collect();
             let t = Instant::now();
@@ -252,6 +255,7 @@ pub async fn extract(
                 seconds,
                 engine: engine.describe(),
                 workers,
+                weights,
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
@@ -318,18 +322,15 @@ async fn run_stages(
     let t = Instant::now();
     let partitions = split(images, engine.partitions(images.len()));
     let n = partitions.len();
-    let scan = Arc::new(ImageReadExec::new(
-        image_list(&partitions)?,
+    let featurized = featurize_plan(
         &Store::new(input.clone(), &cfg.s3),
-        cfg.batch_size,
-        cfg.limits,
-    ));
-    let featurized = with_udf_column(
-        scan,
-        &FeaturizedRows::KEEP,
-        Featurize::udf(cfg.weights.clone(), cfg.model.clone()),
-        col::CONTENT,
-        col::FEATURIZED,
+        &partitions,
+        &FeaturizeSpec {
+            weights: cfg.weights.clone(),
+            model: cfg.model.clone(),
+            batch_size: cfg.batch_size,
+            limits: cfg.limits,
+        },
     )?;
     let plan = WriteExec::new(
         featurized,
@@ -363,11 +364,21 @@ async fn run_stages(
     let mut skipped = Vec::new();
     let mut labels = std::collections::BTreeSet::new();
     let mut workers = BTreeMap::new();
+    let mut weights = std::collections::BTreeSet::new();
     for r in &staged_reports {
         skipped.extend(r.skipped.iter().cloned());
         labels.extend(r.labels.iter().cloned());
         *workers.entry(r.worker.clone()).or_insert(0) += r.images;
+        weights.extend(r.weights.iter().cloned());
     }
+    if weights.len() > 1 {
+        let all: Vec<_> = weights.into_iter().collect();
+        return Err(EngineError::Task(format!(
+            "the workers featurised with different weights ({}): give every executor the same --weights",
+            all.join(", ")
+        )));
+    }
+    let weights = weights.into_iter().next();
     progress
         .skipped
         .store(skipped.len() as u64, Ordering::Relaxed);
@@ -469,6 +480,7 @@ async fn run_stages(
         pca,
         files,
         workers,
+        weights,
     })
 }
 
@@ -480,6 +492,7 @@ struct Staged {
     pca: Arc<PcaModel>,
     files: Vec<PartFile>,
     workers: BTreeMap<String, u64>,
+    weights: Option<String>,
 }
 
 /// `images` in at most `n` contiguous partitions of nearly equal size.
@@ -607,6 +620,7 @@ mod tests {
             skipped: Vec::new(),
             labels: Vec::new(),
             worker: "w".into(),
+            weights: None,
         }
     }
 

@@ -5,6 +5,8 @@
 //!
 //! * [`plan`]: the plan nodes (image scan, staged-feature scan, per-partition writer), one per
 //!   file, each described by a serde spec ([`plan::NodeSpec`]) that lets it travel.
+//! * [`featurize`]: the featurise stage as a plan of its own, for `extract` and `predict`;
+//!   [`result`]: a published result read back (`train`).
 //! * [`udf`]: `featurize(content)` (decode, Pillow resize, MobileNetV2) and
 //!   `pca_project(features)`, and their spec ([`udf::FunctionSpec`]).
 //! * [`vocab`]: what the nodes and the job share: schemas with typed row views, object names,
@@ -43,8 +45,10 @@
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod featurize;
 pub mod plan;
 pub mod process;
+pub mod result;
 pub mod sink;
 pub mod store;
 pub mod udf;

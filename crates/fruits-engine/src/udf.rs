@@ -101,47 +101,36 @@ impl ScalarUDFImpl for Featurize {
         })?;
         let n = content.len();
         let started = std::time::Instant::now();
-        let mut input = vec![0.0f32; n * INPUT_LEN];
-        let mut outcome: Vec<Option<Result<usize, String>>> = Vec::with_capacity(n);
-        let mut good = 0;
-        for i in 0..n {
-            if content.is_null(i) {
-                outcome.push(None);
-                continue;
-            }
-            let slot = &mut input[good * INPUT_LEN..(good + 1) * INPUT_LEN];
-            match fruits_image::preprocess(content.value(i), slot) {
-                Ok(()) => {
-                    outcome.push(Some(Ok(good)));
-                    good += 1;
-                }
-                Err(e) => outcome.push(Some(Err(e.to_string()))),
-            }
-        }
-        let mut features = vec![0.0f32; good * FEATURES];
-        let model = if good > 0 { Some(self.model()?) } else { None };
-        if let Some(model) = model {
-            model.forward(&input[..good * INPUT_LEN], &mut features, 1);
-        }
+        let images = (0..n).map(|i| (!content.is_null(i)).then(|| content.value(i)));
+        let Batch {
+            outcome,
+            features,
+            model,
+        } = featurize_bytes(images, || self.model())?;
+        let good = features.len() / FEATURES;
 
         let mut list =
             ListBuilder::with_capacity(Float32Builder::with_capacity(good * FEATURES), n);
         let mut errors = StringBuilder::new();
+        let mut weights = StringBuilder::new();
         for o in &outcome {
-            match o {
-                Some(Ok(row)) => {
+            match (o, &model) {
+                (Some(Ok(row)), Some(model)) => {
                     list.values()
                         .append_slice(&features[row * FEATURES..(row + 1) * FEATURES]);
                     list.append(true);
                     errors.append_null();
+                    weights.append_value(model.weights_hash());
                 }
-                Some(Err(e)) => {
+                (Some(Err(e)), _) => {
                     list.append(false);
                     errors.append_value(e);
+                    weights.append_null();
                 }
-                None => {
+                _ => {
                     list.append(false);
                     errors.append_null();
+                    weights.append_null();
                 }
             }
         }
@@ -156,11 +145,60 @@ impl ScalarUDFImpl for Featurize {
             vec![
                 Arc::new(list.finish()) as ArrayRef,
                 Arc::new(errors.finish()),
+                Arc::new(weights.finish()),
             ],
             None,
         )?;
         Ok(ColumnarValue::Array(Arc::new(s)))
     }
+}
+
+/// Featurised images: what [`featurize_bytes`] returns.
+pub struct Batch {
+    /// Per image: `None` (no content), the row of its features, or why it failed.
+    pub outcome: Vec<Option<std::result::Result<usize, String>>>,
+    /// The features of the images that decoded, row after row.
+    pub features: Vec<f32>,
+    /// The network that ran, if any image decoded.
+    pub model: Option<Arc<MobileNetV2>>,
+}
+
+/// The one featurisation of fruits, used by the plan's `featurize`, by `fruits predict` and by
+/// `fruits serve`: each image decoded, resized as Pillow does and scaled
+/// ([`fruits_image::preprocess`]), then one forward pass over the images that decoded, on the
+/// calling thread. `model` is asked for only if an image decoded.
+pub fn featurize_bytes<'a>(
+    images: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
+    model: impl FnOnce() -> Result<Arc<MobileNetV2>>,
+) -> Result<Batch> {
+    let n = images.len();
+    let mut input = vec![0.0f32; n * INPUT_LEN];
+    let mut outcome = Vec::with_capacity(n);
+    let mut good = 0;
+    for image in images {
+        let Some(bytes) = image else {
+            outcome.push(None);
+            continue;
+        };
+        let slot = &mut input[good * INPUT_LEN..(good + 1) * INPUT_LEN];
+        match fruits_image::preprocess(bytes, slot) {
+            Ok(()) => {
+                outcome.push(Some(Ok(good)));
+                good += 1;
+            }
+            Err(e) => outcome.push(Some(Err(e.to_string()))),
+        }
+    }
+    let mut features = vec![0.0f32; good * FEATURES];
+    let model = if good > 0 { Some(model()?) } else { None };
+    if let Some(model) = &model {
+        model.forward(&input[..good * INPUT_LEN], &mut features, 1);
+    }
+    Ok(Batch {
+        outcome,
+        features,
+        model,
+    })
 }
 
 /// `pca_project(features: list<float32>) -> list<float32>`: the fitted scaler + PCA.

@@ -131,6 +131,25 @@ pub fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
     t
 }
 
+/// The hash [`MobileNetV2::weights_hash`](crate::MobileNetV2::weights_hash) reports.
+pub(crate) fn weights_hash(t: &Tensors) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, shape) in tensor_shapes() {
+        let values = t.take(&name, &shape)?;
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        for d in &shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
 /// The network's layers, loaded from `t` with every shape checked: stem, blocks, head.
 pub(crate) fn load(t: &Tensors) -> Result<(Folded, Vec<Block>, Folded), ModelError> {
     let (stem, table, head) = table();

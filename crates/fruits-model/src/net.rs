@@ -37,6 +37,7 @@ pub struct MobileNetV2 {
     stem: Folded,
     blocks: Vec<Block>,
     head: Folded,
+    weights_hash: String,
     workers: Workers,
 }
 
@@ -72,8 +73,16 @@ impl MobileNetV2 {
             stem,
             blocks,
             head,
+            weights_hash: layers::weights_hash(t)?,
             workers: Workers::default(),
         })
+    }
+
+    /// `sha256:` and the hex SHA-256 of the tensors the network was built from (in
+    /// [`tensor_shapes`](crate::tensor_shapes) order: name, shape, little-endian values), so
+    /// the same weights give the same hash whatever file they came from.
+    pub fn weights_hash(&self) -> &str {
+        &self.weights_hash
     }
 
     /// Features of `n` images: `inputs` holds `n * INPUT_LEN` values, `out` receives

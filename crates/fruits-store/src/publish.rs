@@ -71,6 +71,7 @@ pub struct Staging {
     guard: Option<Guard>,
     fault: Option<Fault>,
     exchange: bool,
+    stamp: bool,
 }
 
 /// What keeps other runs out while this one lives.
@@ -129,6 +130,7 @@ impl Staging {
             guard: Some(guard),
             fault: None,
             exchange: true,
+            stamp: true,
         })
     }
 
@@ -145,7 +147,18 @@ impl Staging {
     /// The name a staged object `rel` has once published: data files (top level, not `_` or
     /// `.`) get the run id before their extension, so they never replace an old result's file.
     pub fn final_name(&self, rel: &str) -> String {
-        final_name(rel, &self.run)
+        if self.stamp {
+            final_name(rel, &self.run)
+        } else {
+            rel.to_string()
+        }
+    }
+
+    /// Publishes every object under the name it was staged with: for folders whose file names
+    /// are their format (a model folder), where an overwrite replaces files in place (the
+    /// journal still finishes or undoes a commit a crash interrupted).
+    pub fn keep_names(&mut self) {
+        self.stamp = false;
     }
 
     /// Test hook: the commit fails with [`StoreError::Injected`] at its `step`-th mutating step

@@ -1,9 +1,12 @@
 //! `fruits`: turn folders of fruit photos into ML-ready features (MobileNetV2 + PCA → Parquet).
 //!
-//! A thin command line over the library crates: `extract`, `project`, `bench`, `weights`, and
-//! the cluster processes `scheduler` and `executor`.
+//! A thin command line over the library crates: `extract`, `project`, `train`, `predict`,
+//! `serve`, `bench`, `weights`, and the cluster processes `scheduler` and `executor`.
 
 mod bench;
+mod predict;
+mod serve;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -32,6 +35,12 @@ enum Command {
     Extract(ExtractArgs),
     /// Featurise new photos and project them with a saved PCA (`<output>/_pca`).
     Project(ProjectArgs),
+    /// Train a classifier on extract outputs; writes a model folder.
+    Train(train::TrainArgs),
+    /// Name the fruit in photos with a trained classifier.
+    Predict(predict::PredictArgs),
+    /// Serve a trained classifier over HTTP, with a page a phone can use.
+    Serve(serve::ServeArgs),
     /// Measure images/s per stage and peak memory on a folder of images.
     Bench(bench::BenchArgs),
     /// Run a Ballista scheduler that knows the fruits plans (for `extract --cluster`).
@@ -271,6 +280,9 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("reading the saved PCA at {}", a.pca))?;
             run_job(&a.run, pca)
         }
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Scheduler(a) => {
             let rt = runtime(1)?;

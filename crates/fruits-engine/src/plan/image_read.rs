@@ -45,6 +45,12 @@ impl Limits {
         max_pixels: 40_000_000,
     };
 
+    /// Why `bytes` may not be decoded (too large a file, or too many pixels in its header), if
+    /// it may not: the check an image read from a store gets, for images from elsewhere.
+    pub fn refuse_bytes(&self, bytes: &[u8]) -> Option<String> {
+        self.refuse(bytes.len() as u64, Some(bytes))
+    }
+
     /// Why `bytes` (of a file of `size` bytes) may not be decoded, if it may not.
     fn refuse(&self, size: u64, bytes: Option<&[u8]>) -> Option<String> {
         if size > self.max_file_bytes {

@@ -189,6 +189,7 @@ async fn write_features(
     let mut sums = PartialSums::new(FEATURES);
     let mut skipped = Vec::new();
     let mut labels = std::collections::BTreeSet::new();
+    let mut weights: Option<String> = None;
     let mut images = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -199,6 +200,16 @@ async fn write_features(
             keep.push(ok);
             if ok {
                 labels.insert(f.label.value(i).to_string());
+                let used = f.weights.is_valid(i).then(|| f.weights.value(i));
+                match (&weights, used) {
+                    (None, Some(w)) => weights = Some(w.to_string()),
+                    (Some(seen), Some(w)) if seen != w => {
+                        return Err(EngineError::Task(format!(
+                            "one task featurised with two sets of weights ({seen} and {w})"
+                        )))
+                    }
+                    _ => {}
+                }
             } else {
                 let why = if f.read_error.is_valid(i) {
                     f.read_error.value(i)
@@ -241,6 +252,7 @@ async fn write_features(
         skipped,
         labels: labels.into_iter().collect(),
         worker: worker_name(),
+        weights,
     })
 }
 
@@ -265,5 +277,6 @@ async fn write_output(
         skipped: Vec::new(),
         labels: Vec::new(),
         worker: worker_name(),
+        weights: None,
     })
 }

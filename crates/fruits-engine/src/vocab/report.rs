@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use datafusion::error::{DataFusionError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,10 @@ pub struct TaskReport {
     pub labels: Vec<String>,
     /// The process that ran it ([`crate::process::worker_name`]).
     pub worker: String,
+    /// The hash of the MobileNetV2 weights that featurised its images (none if it featurised
+    /// none).
+    #[serde(default)]
+    pub weights: Option<String>,
 }
 
 impl TaskReport {
@@ -47,6 +51,7 @@ impl TaskReport {
                 Arc::new(StringArray::from(vec![to_json(&self.skipped)])),
                 Arc::new(StringArray::from(vec![to_json(&self.labels)])),
                 Arc::new(StringArray::from(vec![self.worker.clone()])),
+                Arc::new(StringArray::from(vec![self.weights.clone()])),
             ],
         )?)
     }
@@ -72,6 +77,10 @@ impl TaskReport {
                     labels: serde_json::from_str(r.labels.value(i))
                         .map_err(|_| bad("label list"))?,
                     worker: r.worker.value(i).to_string(),
+                    weights: r
+                        .weights
+                        .is_valid(i)
+                        .then(|| r.weights.value(i).to_string()),
                 });
             }
         }
@@ -99,6 +108,7 @@ mod tests {
             }],
             labels: vec!["Kiwi".into()],
             worker: "executor-1".into(),
+            weights: Some("sha256:00".into()),
         };
         let batch = report.to_batch().unwrap();
         assert_eq!(TaskReport::from_batches(&[batch]).unwrap(), vec![report]);

@@ -46,6 +46,8 @@ pub mod col {
     pub const LABELS: &str = "labels";
     /// The process that ran a task.
     pub const WORKER: &str = "worker";
+    /// The hash of the MobileNetV2 weights that featurised an image (or a task's images).
+    pub const WEIGHTS: &str = "weights";
 }
 
 /// `List<Float32>` as written to Parquet (`features`, `features_pca`).
@@ -181,11 +183,13 @@ pub fn image_schema() -> SchemaRef {
     ])
 }
 
-/// Fields of `featurize`'s struct result: `features` (null if the image failed) and `error`.
+/// Fields of `featurize`'s struct result: `features` (null if the image failed), `error`, and
+/// `weights`, the hash of the weights that featurised it.
 pub fn featurized_fields() -> Fields {
     Fields::from(vec![
         Field::new(col::FEATURES, float_list(), true),
         Field::new(col::ERROR, DataType::Utf8, true),
+        Field::new(col::WEIGHTS, DataType::Utf8, true),
     ])
 }
 
@@ -204,6 +208,8 @@ pub struct FeaturizedRows<'a> {
     pub features: &'a ListArray,
     /// Why it failed.
     pub error: &'a StringArray,
+    /// The hash of the weights that featurised it.
+    pub weights: &'a StringArray,
 }
 
 impl FeaturizedRows<'_> {
@@ -234,6 +240,10 @@ impl<'a> TryFrom<&'a RecordBatch> for FeaturizedRows<'a> {
                 .as_any()
                 .downcast_ref()
                 .ok_or_else(|| bad(col::ERROR))?,
+            weights: field(col::WEIGHTS)?
+                .as_any()
+                .downcast_ref()
+                .ok_or_else(|| bad(col::WEIGHTS))?,
         })
     }
 }
@@ -355,6 +365,7 @@ pub fn report_schema() -> SchemaRef {
         text(col::SKIPPED),
         text(col::LABELS),
         text(col::WORKER),
+        Field::new(col::WEIGHTS, DataType::Utf8, true),
     ])
 }
 
@@ -373,6 +384,8 @@ row_view! {
         labels: StringArray = col::LABELS,
         /// Worker name.
         worker: StringArray = col::WORKER,
+        /// Hash of the weights used.
+        weights: StringArray = col::WEIGHTS,
     }
 }
 

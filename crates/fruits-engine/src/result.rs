@@ -1,0 +1,130 @@
+//! A published result read back: its `_SUCCESS` manifest and its rows, for the commands that
+//! consume features (`fruits train`).
+
+use arrow::array::Array;
+use fruits_store::{Location, SUCCESS};
+use futures::TryStreamExt;
+
+use crate::error::EngineError;
+use crate::vocab::schema::OutputRows;
+
+/// The rows of a result, column by column.
+#[derive(Debug, Default, Clone)]
+pub struct ResultRows {
+    /// Each row's image URI.
+    pub path: Vec<String>,
+    /// Each row's label.
+    pub label: Vec<String>,
+    /// The features, row after row (`FEATURES` values each).
+    pub features: Vec<f32>,
+    /// The PCA features, row after row (`k` values each).
+    pub features_pca: Vec<f32>,
+    /// PCA components per row.
+    pub k: usize,
+}
+
+impl ResultRows {
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.path.len()
+    }
+
+    /// Whether it holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.path.is_empty()
+    }
+
+    /// Appends `other`'s rows (of the same `k`).
+    pub fn extend(&mut self, other: ResultRows) -> Result<(), EngineError> {
+        if !self.is_empty() && self.k != other.k {
+            return Err(EngineError::Task(format!(
+                "results with {} and {} PCA components cannot be read together",
+                self.k, other.k
+            )));
+        }
+        self.k = other.k;
+        self.path.extend(other.path);
+        self.label.extend(other.label);
+        self.features.extend(other.features);
+        self.features_pca.extend(other.features_pca);
+        Ok(())
+    }
+}
+
+/// A published result: where it is, its manifest (`_SUCCESS`) and its rows.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Its URI.
+    pub uri: String,
+    /// The `_SUCCESS` JSON (the run's summary).
+    pub manifest: serde_json::Value,
+    /// The hash of the weights its features came from, as the manifest records it.
+    pub weights: Option<String>,
+    /// Its rows.
+    pub rows: ResultRows,
+}
+
+/// Reads the result at `at`: the parts its `_SUCCESS` lists, nothing else.
+pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
+    let uri = at.uri();
+    let marker = at
+        .get_rel(SUCCESS)
+        .await
+        .map_err(|e| EngineError::Task(format!("{uri} is not a complete fruits result ({e})")))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&marker)
+        .map_err(|e| EngineError::Task(format!("{uri}/{SUCCESS}: {e}")))?;
+    let files: Vec<String> = manifest["files"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = ResultRows {
+        k: manifest["k"].as_u64().unwrap_or(0) as usize,
+        ..ResultRows::default()
+    };
+    for name in files {
+        read_part(at, &name, &mut rows).await?;
+    }
+    Ok(Published {
+        uri,
+        weights: manifest["weights"].as_str().map(str::to_string),
+        manifest,
+        rows,
+    })
+}
+
+async fn read_part(at: &Location, name: &str, rows: &mut ResultRows) -> Result<(), EngineError> {
+    let path = at.child(name);
+    let uri = at.uri_of(&path);
+    let fail = |e: &dyn std::fmt::Display| EngineError::Task(format!("reading {uri}: {e}"));
+    // As in the staged-feature scan: the reference object_store reader.
+    #[allow(deprecated)]
+    let reader =
+        parquet::arrow::async_reader::ParquetObjectReader::new(at.store().clone(), path.clone());
+    let mut stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .and_then(|b| b.build())
+        .map_err(|e| fail(&e))?;
+    while let Some(batch) = stream.try_next().await.map_err(|e| fail(&e))? {
+        let r = OutputRows::try_from(&batch)?;
+        for i in 0..batch.num_rows() {
+            rows.path.push(r.path.value(i).to_string());
+            rows.label.push(r.label.value(i).to_string());
+        }
+        let values = |l: &arrow::array::ListArray| -> Result<Vec<f32>, EngineError> {
+            let v = l
+                .values()
+                .as_any()
+                .downcast_ref::<arrow::array::Float32Array>()
+                .ok_or_else(|| fail(&"features are not float32"))?;
+            let o = l.value_offsets();
+            Ok(v.values()[o[0] as usize..o[l.len()] as usize].to_vec())
+        };
+        rows.features.extend(values(r.features)?);
+        rows.features_pca.extend(values(r.features_pca)?);
+    }
+    Ok(())
+}
