@@ -18,7 +18,7 @@
 //! let mut head = Softmax::zeros(1, 2);
 //! let report = head.fit(&x, &y, &FitOptions::default());
 //! assert!(report.converged);
-//! let p = head.probabilities(&[3.0], 1);
+//! let p = head.probabilities(&[3.0]);
 //! assert!(p[1] > 0.9);
 //! ```
 

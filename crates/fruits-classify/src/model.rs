@@ -89,9 +89,14 @@ impl Input {
                 })
                 .collect(),
             Input::Pca(p) => {
-                let mut out = vec![0.0f32; rows.len() / p.dim() * p.k()];
-                p.project_rows(rows, &mut out);
-                out.into_iter().map(f64::from).collect()
+                // Row by row, so a row's inputs never depend on the rows beside it.
+                let mut out = vec![0.0f32; p.k()];
+                rows.chunks_exact(p.dim())
+                    .flat_map(|row| {
+                        p.project(row, &mut out);
+                        out.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+                    })
+                    .collect()
             }
         }
     }
@@ -149,7 +154,7 @@ pub struct Prediction {
 impl Classifier {
     /// Class probabilities of `rows` (`n x 1280` MobileNetV2 features): `n x classes`.
     pub fn probabilities(&self, rows: &[f32]) -> Vec<f64> {
-        self.head.probabilities(&self.input.apply(rows), 1)
+        self.head.probabilities(&self.input.apply(rows))
     }
 
     /// The `k` most probable classes of each row, most probable first.

@@ -91,12 +91,23 @@ impl Softmax {
     }
 
     /// Class probabilities of `n` rows of `x` (`n x d`, row-major): `n x c`, row-major.
-    pub fn probabilities(&self, x: &[f64], threads: usize) -> Vec<f64> {
-        let n = x.len() / self.d.max(1);
-        let mut p = vec![0.0; n * self.c];
-        logits(x, n, self, &mut p, par(threads));
-        for row in p.chunks_exact_mut(self.c) {
-            softmax_in_place(row);
+    ///
+    /// Row by row, each logit summed in a fixed order: a row's probabilities are the same
+    /// bits whatever other rows come with it (one photo on a server, a whole folder in
+    /// `predict`, the validation set in `train`).
+    pub fn probabilities(&self, x: &[f64]) -> Vec<f64> {
+        let (d, c) = (self.d, self.c);
+        let mut p = Vec::with_capacity(x.len() / d.max(1) * c);
+        let mut row_out = vec![0.0; c];
+        for row in x.chunks_exact(d.max(1)) {
+            row_out.copy_from_slice(&self.b);
+            for (v, w) in row.iter().zip(self.w.chunks_exact(c)) {
+                for (o, w) in row_out.iter_mut().zip(w) {
+                    *o += v * w;
+                }
+            }
+            softmax_in_place(&mut row_out);
+            p.extend_from_slice(&row_out);
         }
         p
     }
@@ -131,12 +142,6 @@ fn par(threads: usize) -> Par {
     } else {
         Par::Seq
     }
-}
-
-/// `out = x · w + b` for `n` rows.
-fn logits(x: &[f64], n: usize, head: &Softmax, out: &mut [f64], par: Par) {
-    let (d, c) = (head.d, head.c);
-    logits_of(x, n, d, c, &head.w, &head.b, out, par);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,7 +387,7 @@ mod tests {
         let mut head = Softmax::zeros(2, 3);
         let report = head.fit(&x, &y, &FitOptions::default());
         assert!(report.converged, "{report:?}");
-        let p = head.probabilities(&x, 1);
+        let p = head.probabilities(&x);
         let right = p
             .chunks_exact(3)
             .zip(&y)

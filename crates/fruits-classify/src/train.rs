@@ -130,7 +130,7 @@ pub fn train(
     for c in grid {
         let t = Instant::now();
         let fit = head.fit(&x, &y, &FitOptions { c, ..opts.fit });
-        let p = head.probabilities(&xv, opts.fit.threads);
+        let p = head.probabilities(&xv);
         let top1 = top1_of(&p, &yv, classes.len());
         trials.push(Trial {
             c,
@@ -144,7 +144,7 @@ pub fn train(
     }
     let fit_seconds = started.elapsed().as_secs_f64();
     let (head, _, c) = best.ok_or_else(|| ClassifyError::Data("no C to try".into()))?;
-    let p = head.probabilities(&xv, opts.fit.threads);
+    let p = head.probabilities(&xv);
     let metrics = evaluate_with_unknown(&p, &yv, &classes);
     let info = ModelInfo {
         format: FORMAT.into(),
