@@ -4,6 +4,7 @@
 //! `serve`, `bench`, `weights`, and the cluster processes `scheduler` and `executor`.
 
 mod bench;
+mod bench_serve;
 mod predict;
 mod serve;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure images/s per stage and peak memory on a folder of images.
     Bench(bench::BenchArgs),
+    /// Measure `serve`: latency on an idle server, throughput and latency under load.
+    BenchServe(bench_serve::BenchServeArgs),
     /// Run a Ballista scheduler that knows the fruits plans (for `extract --cluster`).
     Scheduler(SchedulerArgs),
     /// Run a Ballista executor that knows the fruits plans; it reads images and weights
@@ -284,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchServe(a) => bench_serve::run(a),
         Command::Scheduler(a) => {
             let rt = runtime(1)?;
             let opts = fruits_cluster::SchedulerOptions {

@@ -41,7 +41,8 @@ struct Trained {
 fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("classify-{}", std::process::id()));
+        let root =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("classify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let (photos, features, model, weights) = (
             root.join("photos"),
@@ -53,13 +54,30 @@ fn trained() -> &'static Trained {
         fruits_testkit::synthetic_weights(&weights, 5);
         let w = weights.to_str().unwrap();
         ok(fruits(&[
-            "extract", "--input", photos.to_str().unwrap(), "--output", features.to_str().unwrap(),
-            "--weights", w, "--threads", "2",
+            "extract",
+            "--input",
+            photos.to_str().unwrap(),
+            "--output",
+            features.to_str().unwrap(),
+            "--weights",
+            w,
+            "--threads",
+            "2",
         ]));
         let train_output = ok(fruits(&[
-            "train", "--features", features.to_str().unwrap(), "--output", model.to_str().unwrap(),
+            "train",
+            "--features",
+            features.to_str().unwrap(),
+            "--output",
+            model.to_str().unwrap(),
         ]));
-        Trained { photos, features, model, weights, train_output }
+        Trained {
+            photos,
+            features,
+            model,
+            weights,
+            train_output,
+        }
     })
 }
 
@@ -76,7 +94,13 @@ struct Server {
 impl Server {
     fn start(model: &Path, weights: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fruits"))
-            .args(["serve", "--model", model.to_str().unwrap(), "--weights", weights.to_str().unwrap()])
+            .args([
+                "serve",
+                "--model",
+                model.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
+            ])
             .args(["--bind", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -123,13 +147,23 @@ fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String, Option<Stri
         .header("Content-Type", content_type)
         .send(body)
         .expect("a response");
-    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_string());
-    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default(), retry)
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+        retry,
+    )
 }
 
 fn get(url: &str) -> (u16, String) {
     let mut r = agent().get(url).call().expect("a response");
-    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
 }
 
 fn predictions(json: &serde_json::Value) -> Vec<(String, f64)> {
@@ -137,7 +171,12 @@ fn predictions(json: &serde_json::Value) -> Vec<(String, f64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["label"].as_str().unwrap().to_string(), p["probability"].as_f64().unwrap()))
+        .map(|p| {
+            (
+                p["label"].as_str().unwrap().to_string(),
+                p["probability"].as_f64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -150,32 +189,65 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
     let top1: f64 = t
         .train_output
         .lines()
-        .find_map(|l| l.strip_prefix("chosen C ")?.split("top-1 ").nth(1)?.split(',').next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("chosen C ")?
+                .split("top-1 ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no top-1 in {}", t.train_output));
     println!("fixture validation top-1: {top1}");
     assert!(top1 >= 0.3, "{}", t.train_output);
-    for file in ["model.json", "classes.json", "metrics.json", "golden.json", "head/weights.npy", "_SUCCESS"] {
+    for file in [
+        "model.json",
+        "classes.json",
+        "metrics.json",
+        "golden.json",
+        "head/weights.npy",
+        "_SUCCESS",
+    ] {
         assert!(t.model.join(file).is_file(), "{file}");
     }
     let c = classifier(&t.model);
     let success: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.features.join("_SUCCESS")).unwrap()).unwrap();
-    assert_eq!(success["weights"].as_str(), Some(c.info.weights_hash.as_str()));
+    assert_eq!(
+        success["weights"].as_str(),
+        Some(c.info.weights_hash.as_str())
+    );
 
     // The head on extract's own features of every photo.
     let rows = fruits_testkit::read_rows(&t.features);
     let mut want = std::collections::BTreeMap::new();
     for r in &rows {
         let top = c.top(&r.2, 3).remove(0);
-        want.insert(r.0.clone(), top.into_iter().map(|p| (p.label, p.probability)).collect::<Vec<_>>());
+        want.insert(
+            r.0.clone(),
+            top.into_iter()
+                .map(|p| (p.label, p.probability))
+                .collect::<Vec<_>>(),
+        );
     }
 
     // predict --json: one line per photo, the same probabilities, to the last bit.
     let out = ok(fruits(&[
-        "predict", "--model", t.model.to_str().unwrap(), "--weights", t.weights.to_str().unwrap(),
-        "--json", "--top", "3", t.photos.to_str().unwrap(),
+        "predict",
+        "--model",
+        t.model.to_str().unwrap(),
+        "--weights",
+        t.weights.to_str().unwrap(),
+        "--json",
+        "--top",
+        "3",
+        t.photos.to_str().unwrap(),
     ]));
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), rows.len());
     for line in &lines {
         let path = line["path"].as_str().unwrap();
@@ -188,7 +260,11 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
         let file = r.0.strip_prefix("file://").unwrap();
         let bytes = std::fs::read(file).unwrap();
         let (status, body, _) = if i % 2 == 0 {
-            post(&format!("{}/v1/predict?top=3", server.url), "image/jpeg", &bytes)
+            post(
+                &format!("{}/v1/predict?top=3", server.url),
+                "image/jpeg",
+                &bytes,
+            )
         } else {
             let boundary = "fruits-test-boundary";
             let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").into_bytes();
@@ -209,7 +285,11 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
     let other = t.weights.with_file_name("other-weights");
     fruits_testkit::synthetic_weights(&other, 99);
     let out = fruits(&[
-        "predict", "--model", t.model.to_str().unwrap(), "--weights", other.to_str().unwrap(),
+        "predict",
+        "--model",
+        t.model.to_str().unwrap(),
+        "--weights",
+        other.to_str().unwrap(),
         t.photos.to_str().unwrap(),
     ]);
     let err = text(&out.stderr);
@@ -236,21 +316,43 @@ fn serve_answers_bad_input_with_its_status_code_and_stays_up() {
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("text/plain", "", b"hello".to_vec(), 415, "image/jpeg"),
         ("", "", small.clone(), 415, "image/jpeg"),
-        ("image/jpeg", "", b"not a jpeg at all".to_vec(), 400, "not a readable image"),
+        (
+            "image/jpeg",
+            "",
+            b"not a jpeg at all".to_vec(),
+            400,
+            "not a readable image",
+        ),
         ("image/jpeg", "", Vec::new(), 400, "empty"),
         ("image/jpeg", "", photo.clone(), 413, "4000 bytes"),
         ("image/png", "", bomb, 400, "pixel limit"),
         ("image/jpeg", "?top=0", small.clone(), 400, "top"),
         ("image/jpeg", "?top=x", small.clone(), 400, "top"),
-        ("multipart/form-data; boundary=b", "", b"--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b--\r\n".to_vec(), 400, "no field"),
-        ("multipart/form-data", "", b"garbage".to_vec(), 400, "multipart"),
+        (
+            "multipart/form-data; boundary=b",
+            "",
+            b"--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b--\r\n".to_vec(),
+            400,
+            "no field",
+        ),
+        (
+            "multipart/form-data",
+            "",
+            b"garbage".to_vec(),
+            400,
+            "multipart",
+        ),
     ];
     for (kind, query, body, status, says) in cases {
         let (got, text, _) = post(&format!("{url}{query}"), kind, &body);
         assert_eq!(got, status, "{kind} {query}: {text}");
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         let error = json["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says) && !error.contains('\n'), "{kind}: {error}");
+        assert!(
+            error.contains(says) && !error.contains('\n'),
+            "{kind}: {error}"
+        );
     }
     assert_eq!(get(&format!("{}/nowhere", server.url)).0, 404);
     // Still up, and still right.
@@ -273,7 +375,10 @@ fn serve_answers_bad_input_with_its_status_code_and_stays_up() {
     assert!(model.contains("\"Class 4\""), "{model}");
     let (status, page) = get(&format!("{}/", server.url));
     assert_eq!(status, 200);
-    assert!(page.contains("capture=\"environment\"") && !page.contains("https://"), "the page");
+    assert!(
+        page.contains("capture=\"environment\"") && !page.contains("https://"),
+        "the page"
+    );
 }
 
 #[test]
@@ -284,19 +389,27 @@ fn a_burst_beyond_the_queue_gets_only_200s_and_503s() {
     let photo = std::fs::read(t.photos.join("Class 2/r_5_100.jpg")).unwrap();
     let answers: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..48)
-            .map(|_| s.spawn(|| {
-                let (status, _, retry) = post(&url, "image/jpeg", &photo);
-                (status, retry)
-            }))
+            .map(|_| {
+                s.spawn(|| {
+                    let (status, _, retry) = post(&url, "image/jpeg", &photo);
+                    (status, retry)
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let served = answers.iter().filter(|a| a.0 == 200).count();
     let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
-    println!("burst of 48 on a queue of 2: {served} answered, {} told to retry", busy.len());
+    println!(
+        "burst of 48 on a queue of 2: {served} answered, {} told to retry",
+        busy.len()
+    );
     assert_eq!(served + busy.len(), 48, "{answers:?}");
     assert!(served >= 1 && !busy.is_empty(), "{answers:?}");
-    assert!(busy.iter().all(|a| a.1.as_deref() == Some("1")), "Retry-After on every 503");
+    assert!(
+        busy.iter().all(|a| a.1.as_deref() == Some("1")),
+        "Retry-After on every 503"
+    );
     assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
 }
 
@@ -320,7 +433,13 @@ fn sigterm_answers_every_accepted_request_then_exits_0() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let mut rest = String::new();
-    server.child.stdout.as_mut().unwrap().read_to_string(&mut rest).unwrap();
+    server
+        .child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
     assert!(rest.contains("stopped"), "{rest}");
 }
 
@@ -331,16 +450,28 @@ fn real_model() -> Option<&'static (PathBuf, PathBuf, PathBuf, String)> {
     MODEL
         .get_or_init(|| {
             let shared = fruits_testkit::shared("fruits-360/Test")?;
-            let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-{}", std::process::id()));
+            let root =
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
             let photos = shared.join("fruits-360/Test");
             let weights = shared.join("models/mobilenet_v2_1.0_224");
             let (features, model) = (root.join("features"), root.join("model"));
             ok(fruits(&[
-                "extract", "--input", photos.to_str().unwrap(), "--output", features.to_str().unwrap(),
-                "--weights", weights.to_str().unwrap(),
+                "extract",
+                "--input",
+                photos.to_str().unwrap(),
+                "--output",
+                features.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
             ]));
-            let out = ok(fruits(&["train", "--features", features.to_str().unwrap(), "--output", model.to_str().unwrap()]));
+            let out = ok(fruits(&[
+                "train",
+                "--features",
+                features.to_str().unwrap(),
+                "--output",
+                model.to_str().unwrap(),
+            ]));
             Some((photos, model, weights, out))
         })
         .as_ref()
@@ -354,10 +485,10 @@ fn trains_on_fruits_360_test_above_the_measured_floor() {
     println!("{out}");
     let c = classifier(model);
     assert_eq!(c.classes.len(), 81);
-    // Measured: top-1 FLOOR_TOP1_MEASURED on the held-out runs; the floor leaves room for
-    // another CPU's last bits, not for a worse model.
-    assert!(c.info.validation_top1 >= FLOOR_TOP1, "{out}");
-    assert!(c.info.validation_top5 >= FLOOR_TOP5, "{out}");
+    // Measured: top-1 0.9693, top-5 0.9956 on the 3,644 held-out photos (seed 0). The floors
+    // leave room for another CPU's last bits, not for a worse model.
+    assert!(c.info.validation_top1 >= 0.96, "{out}");
+    assert!(c.info.validation_top5 >= 0.99, "{out}");
     assert!(c.info.validation_rows > 2000, "{out}");
 }
 
@@ -366,13 +497,20 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
     let Some((photos, model, weights, _)) = real_model() else {
         return;
     };
-    let (driver, chromium) = (Path::new("/usr/bin/chromedriver"), Path::new("/usr/bin/chromium"));
+    let (driver, chromium) = (
+        Path::new("/usr/bin/chromedriver"),
+        Path::new("/usr/bin/chromium"),
+    );
     if !driver.exists() || !chromium.exists() {
         fruits_testkit::skip("chromium and chromium-driver (Debian packages) are not installed");
         return;
     }
     let server = Server::start(model, weights, &[]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut chromedriver = Command::new(driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -386,7 +524,10 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         .find(|p| p.extension().is_some_and(|e| e == "jpg"))
         .unwrap();
     let photo = photo.canonicalize().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = rt.block_on(async {
         use fantoccini::{ClientBuilder, Locator};
@@ -434,7 +575,10 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let png = c.screenshot().await?;
         let logs = c
-            .execute("return [document.querySelectorAll('link[href^=\"http\"],script[src]').length]", vec![])
+            .execute(
+                "return [document.querySelectorAll('link[href^=\"http\"],script[src]').length]",
+                vec![],
+            )
             .await?;
         c.close().await?;
         Ok::<_, fantoccini::error::CmdError>((label, status, bars, png, logs))
