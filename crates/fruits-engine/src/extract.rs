@@ -1,9 +1,9 @@
 //! The data path of `fruits extract` and `fruits project`, top to bottom.
 //!
 //! 1. List the input once → `(path, label)` rows split into partitions.
-//! 2. Featurize plan (map-only): [`ImageReadExec`] → `featurize(content)` → per partition a
-//!    staged Parquet part and the partition's PCA partial sums; bad images are set aside with
-//!    their error.
+//! 2. Featurize plan (map-only, [`featurize_plan`]): `ImageReadExec` → `featurize(content)`
+//!    → per partition a staged Parquet part and the partition's PCA partial sums; bad images
+//!    are set aside with their error.
 //! 3. Merge the partial sums here, fit the scaler + PCA (or take a saved one), save it to
 //!    `_pca/`.
 //! 4. Project plan (map-only): the staged parts → `pca_project(features)` → final parts.
