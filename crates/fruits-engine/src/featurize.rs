@@ -77,8 +77,9 @@ pub async fn featurize_in_process(
     let partitions: Vec<&[ImageRef]> = images.chunks(per).collect();
     let plan = featurize_plan(&Store::new(input.clone(), s3), &partitions, spec)?;
     let ctx = SessionContext::new().task_ctx();
-    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx)?;
-    let mut all = futures::stream::select_all(streams);
+    // One task per partition (as `extract` runs them), merged: the model runs on the
+    // runtime's workers, never on the thread that polls the merged stream.
+    let mut all = datafusion::physical_plan::execute_stream(plan, ctx)?;
     while let Some(batch) = all.next().await {
         let batch = batch?;
         let f = FeaturizedRows::try_from(&batch)?;

@@ -201,6 +201,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "golden.json".into(),
             serde_json::to_vec_pretty(&examples).unwrap_or_default(),
         ));
+        // The held-out photos, so that the split can be checked or repeated elsewhere.
+        files.push((
+            "validation.json".into(),
+            serde_json::to_vec_pretty(&validation.paths).unwrap_or_default(),
+        ));
         for (name, bytes, _) in golden {
             files.push((name, bytes.to_vec()));
         }

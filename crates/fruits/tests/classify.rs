@@ -281,6 +281,22 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
         assert_eq!(&predictions(&json), &want[&r.0], "{}", r.0);
     }
 
+    // The golden examples give, through the service, the probabilities they promise.
+    let golden: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(t.model.join("golden.json")).unwrap()).unwrap();
+    assert!(!golden.is_empty());
+    for g in &golden {
+        let bytes = std::fs::read(t.model.join(g["file"].as_str().unwrap())).unwrap();
+        let (status, body, _) = post(
+            &format!("{}/v1/predict?top=5", server.url),
+            "image/jpeg",
+            &bytes,
+        );
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(predictions(&json), predictions(g), "{}", g["file"]);
+    }
+
     // Other weights than the classifier's are refused in one line.
     let other = t.weights.with_file_name("other-weights");
     fruits_testkit::synthetic_weights(&other, 99);
