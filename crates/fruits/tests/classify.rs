@@ -28,6 +28,32 @@ fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
+/// `extract` of `photos` with `weights` into `<root>/features`, then `train` into
+/// `<root>/model`; returns both folders and what `train` printed.
+fn extract_and_train(photos: &Path, weights: &Path, root: &Path) -> (PathBuf, PathBuf, String) {
+    let (features, model) = (root.join("features"), root.join("model"));
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    ok(fruits(&[
+        "extract",
+        "--input",
+        &path(photos),
+        "--output",
+        &path(&features),
+        "--weights",
+        &path(weights),
+        "--threads",
+        "2",
+    ]));
+    let out = ok(fruits(&[
+        "train",
+        "--features",
+        &path(&features),
+        "--output",
+        &path(&model),
+    ]));
+    (features, model, out)
+}
+
 /// A trained model on a fixture set: 5 classes of 70 synthetic photos, synthetic weights.
 struct Trained {
     photos: PathBuf,
@@ -44,33 +70,10 @@ fn trained() -> &'static Trained {
         let root =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("classify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let (photos, features, model, weights) = (
-            root.join("photos"),
-            root.join("features"),
-            root.join("model"),
-            root.join("weights"),
-        );
+        let (photos, weights) = (root.join("photos"), root.join("weights"));
         fruits_testkit::write_photo_tree(&photos, 5, 70);
         fruits_testkit::synthetic_weights(&weights, 5);
-        let w = weights.to_str().unwrap();
-        ok(fruits(&[
-            "extract",
-            "--input",
-            photos.to_str().unwrap(),
-            "--output",
-            features.to_str().unwrap(),
-            "--weights",
-            w,
-            "--threads",
-            "2",
-        ]));
-        let train_output = ok(fruits(&[
-            "train",
-            "--features",
-            features.to_str().unwrap(),
-            "--output",
-            model.to_str().unwrap(),
-        ]));
+        let (features, model, train_output) = extract_and_train(&photos, &weights, &root);
         Trained {
             photos,
             features,
@@ -471,23 +474,7 @@ fn real_model() -> Option<&'static (PathBuf, PathBuf, PathBuf, String)> {
             let _ = std::fs::remove_dir_all(&root);
             let photos = shared.join("fruits-360/Test");
             let weights = shared.join("models/mobilenet_v2_1.0_224");
-            let (features, model) = (root.join("features"), root.join("model"));
-            ok(fruits(&[
-                "extract",
-                "--input",
-                photos.to_str().unwrap(),
-                "--output",
-                features.to_str().unwrap(),
-                "--weights",
-                weights.to_str().unwrap(),
-            ]));
-            let out = ok(fruits(&[
-                "train",
-                "--features",
-                features.to_str().unwrap(),
-                "--output",
-                model.to_str().unwrap(),
-            ]));
+            let (_, model, out) = extract_and_train(&photos, &weights, &root);
             Some((photos, model, weights, out))
         })
         .as_ref()
