@@ -135,6 +135,16 @@ impl Drop for Server {
     }
 }
 
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -514,12 +524,15 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         .local_addr()
         .unwrap()
         .port();
-    let mut chromedriver = Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
+    // Killed when dropped, even if an assertion below fails.
+    let _chromedriver = Killed(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
     let profile = tempfile::tempdir().unwrap();
     let photo = std::fs::read_dir(photos.join("Kiwi"))
         .unwrap()
@@ -586,8 +599,6 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         c.close().await?;
         Ok::<_, fantoccini::error::CmdError>((label, status, bars, png, logs))
     });
-    let _ = chromedriver.kill();
-    let _ = chromedriver.wait();
     let (label, status, bars, png, external) = result.expect("the browser session");
     assert_eq!(label, "Kiwi", "the page's first label");
     assert!(status.contains("Kiwi"), "{status}");
