@@ -131,7 +131,7 @@ pub fn train(
         let t = Instant::now();
         let fit = head.fit(&x, &y, &FitOptions { c, ..opts.fit });
         let p = head.probabilities(&xv);
-        let top1 = top1_of(&p, &yv, classes.len());
+        let top1 = evaluate_with_unknown(&p, &yv, &classes).top1;
         trials.push(Trial {
             c,
             fit,
@@ -182,18 +182,6 @@ fn fruits_dim(rows: &Rows) -> Result<usize, ClassifyError> {
         )));
     }
     Ok(rows.features.len() / n)
-}
-
-fn top1_of(p: &[f64], y: &[u32], c: usize) -> f64 {
-    let right = p
-        .chunks_exact(c)
-        .zip(y)
-        .filter(|(row, &t)| {
-            let best = (0..c).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)));
-            best == Some(t as usize)
-        })
-        .count();
-    right as f64 / y.len().max(1) as f64
 }
 
 /// [`evaluate`], where a truth of `classes.len()` (a class never trained on) counts as wrong.

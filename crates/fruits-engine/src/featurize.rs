@@ -85,20 +85,15 @@ pub async fn featurize_in_process(
         let f = FeaturizedRows::try_from(&batch)?;
         let rows = (0..batch.num_rows())
             .map(|i| {
-                let features = if arrow::array::Array::is_valid(f.features, i) {
-                    let row = f.features.value(i);
-                    let row = row
+                let features = match f.failure(i) {
+                    Some(why) => Err(why.to_string()),
+                    None => f
+                        .features
+                        .value(i)
                         .as_any()
                         .downcast_ref::<arrow::array::Float32Array>()
                         .map(|a| a.values().to_vec())
-                        .ok_or_else(|| "features are not float32".to_string());
-                    row
-                } else if arrow::array::Array::is_valid(f.read_error, i) {
-                    Err(f.read_error.value(i).to_string())
-                } else if arrow::array::Array::is_valid(f.error, i) {
-                    Err(f.error.value(i).to_string())
-                } else {
-                    Err("no content".to_string())
+                        .ok_or_else(|| "features are not float32".to_string()),
                 };
                 ImageFeatures {
                     path: f.path.value(i).to_string(),

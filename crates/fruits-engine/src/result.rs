@@ -1,12 +1,11 @@
 //! A published result read back: its `_SUCCESS` manifest and its rows, for the commands that
 //! consume features (`fruits train`).
 
-use arrow::array::Array;
 use fruits_store::{Location, SUCCESS};
 use futures::TryStreamExt;
 
 use crate::error::EngineError;
-use crate::vocab::schema::OutputRows;
+use crate::vocab::schema::{list_values, OutputRows};
 
 /// The rows of a result, column by column.
 #[derive(Debug, Default, Clone)]
@@ -114,17 +113,9 @@ async fn read_part(at: &Location, name: &str, rows: &mut ResultRows) -> Result<(
             rows.path.push(r.path.value(i).to_string());
             rows.label.push(r.label.value(i).to_string());
         }
-        let values = |l: &arrow::array::ListArray| -> Result<Vec<f32>, EngineError> {
-            let v = l
-                .values()
-                .as_any()
-                .downcast_ref::<arrow::array::Float32Array>()
-                .ok_or_else(|| fail(&"features are not float32"))?;
-            let o = l.value_offsets();
-            Ok(v.values()[o[0] as usize..o[l.len()] as usize].to_vec())
-        };
-        rows.features.extend(values(r.features)?);
-        rows.features_pca.extend(values(r.features_pca)?);
+        rows.features.extend_from_slice(list_values(r.features)?);
+        rows.features_pca
+            .extend_from_slice(list_values(r.features_pca)?);
     }
     Ok(())
 }

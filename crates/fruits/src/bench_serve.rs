@@ -118,14 +118,10 @@ pub fn run(a: BenchServeArgs) -> Result<()> {
     let rt = crate::runtime(2)?;
     let loaded = crate::predict::load(&rt, &a.model, a.weights.clone(), &a.s3.settings())?;
     let image = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image))?;
-    let service = fruits_serve::Service {
-        model: loaded.model,
-        classifier: loaded.classifier,
-        options: fruits_serve::Options {
-            workers,
-            ..fruits_serve::Options::default()
-        },
-    };
+    let service = loaded.service(fruits_serve::Options {
+        workers,
+        ..fruits_serve::Options::default()
+    });
     let report = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -50,6 +50,17 @@ pub struct Loaded {
     pub weights: ModelSource,
 }
 
+impl Loaded {
+    /// The HTTP service of this classifier.
+    pub fn service(self, options: fruits_serve::Options) -> fruits_serve::Service {
+        fruits_serve::Service {
+            model: self.model,
+            classifier: self.classifier,
+            options,
+        }
+    }
+}
+
 /// Reads the model folder at `uri` and loads the weights, refusing weights other than the
 /// ones it was trained on.
 pub fn load(

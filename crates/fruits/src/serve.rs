@@ -33,16 +33,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let workers = crate::default_threads(a.workers);
     let rt = crate::runtime(2)?;
     let loaded = crate::predict::load(&rt, &a.model, a.weights.clone(), &a.s3.settings())?;
-    let service = fruits_serve::Service {
-        model: loaded.model,
-        classifier: loaded.classifier,
-        options: fruits_serve::Options {
-            max_body: a.max_body,
-            queue: a.queue.max(1),
-            workers,
-            ..fruits_serve::Options::default()
-        },
-    };
+    let service = loaded.service(fruits_serve::Options {
+        max_body: a.max_body,
+        queue: a.queue.max(1),
+        workers,
+        ..fruits_serve::Options::default()
+    });
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&a.bind)
             .await

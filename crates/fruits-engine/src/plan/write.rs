@@ -196,9 +196,15 @@ async fn write_features(
         let f = FeaturizedRows::try_from(&batch)?;
         let mut keep = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
-            let ok = f.features.is_valid(i);
-            keep.push(ok);
-            if ok {
+            let failure = f.failure(i);
+            keep.push(failure.is_none());
+            if let Some(why) = failure {
+                tracing::warn!(path = f.path.value(i), error = why, "skipped image");
+                skipped.push(Skipped {
+                    path: f.path.value(i).to_string(),
+                    error: why.to_string(),
+                });
+            } else {
                 labels.insert(f.label.value(i).to_string());
                 let used = f.weights.is_valid(i).then(|| f.weights.value(i));
                 match (&weights, used) {
@@ -210,19 +216,6 @@ async fn write_features(
                     }
                     _ => {}
                 }
-            } else {
-                let why = if f.read_error.is_valid(i) {
-                    f.read_error.value(i)
-                } else if f.error.is_valid(i) {
-                    f.error.value(i)
-                } else {
-                    "no content"
-                };
-                tracing::warn!(path = f.path.value(i), error = why, "skipped image");
-                skipped.push(Skipped {
-                    path: f.path.value(i).to_string(),
-                    error: why.to_string(),
-                });
             }
         }
         let mask = BooleanArray::from(keep);

@@ -213,6 +213,20 @@ pub struct FeaturizedRows<'a> {
 }
 
 impl FeaturizedRows<'_> {
+    /// Why row `i` has no features (the read's error, else the decoder's), or `None` if it
+    /// has them.
+    pub fn failure(&self, i: usize) -> Option<&str> {
+        if self.features.is_valid(i) {
+            None
+        } else if self.read_error.is_valid(i) {
+            Some(self.read_error.value(i))
+        } else if self.error.is_valid(i) {
+            Some(self.error.value(i))
+        } else {
+            Some("no content")
+        }
+    }
+
     /// The image columns the featurise stage passes through beside `featurize(content)`.
     pub const KEEP: [&'static str; 4] = [col::PARTITION, col::PATH, col::LABEL, col::READ_ERROR];
 }
@@ -289,16 +303,20 @@ impl FeatureRows<'_> {
 
     /// The feature values of every row, back to back (each row has the same width).
     pub fn values(&self) -> Result<&[f32]> {
-        let values = self
-            .features
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| DataFusionError::Internal("features are not float32".into()))?;
-        let offsets = self.features.value_offsets();
-        let (from, to) = (offsets[0] as usize, offsets[self.features.len()] as usize);
-        Ok(&values.values()[from..to])
+        list_values(self.features)
     }
+}
+
+/// The values of every row of a `List<Float32>` column, back to back.
+pub fn list_values(list: &ListArray) -> Result<&[f32]> {
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| DataFusionError::Internal("a list of values is not float32".into()))?;
+    let offsets = list.value_offsets();
+    let (from, to) = (offsets[0] as usize, offsets[list.len()] as usize);
+    Ok(&values.values()[from..to])
 }
 
 /// Staged features read back for projection: `partition` and the [`features_schema`] columns.
