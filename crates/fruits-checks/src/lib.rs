@@ -152,7 +152,8 @@ pub struct Found {
     pub near_duplicate_groups: Vec<Vec<usize>>,
     /// Near-duplicate pairs whose labels differ, most similar first.
     pub cross_label_pairs: Vec<Pair>,
-    /// The most similar near-duplicate pairs (each row once), most similar first, at most 50.
+    /// The most similar near-duplicate pairs of one label (each row once), most similar
+    /// first, at most 50.
     pub closest_pairs: Vec<Pair>,
     /// Suspected mislabels, most confident first.
     pub mislabels: Vec<Mislabel>,
@@ -172,7 +173,9 @@ pub fn check<L: AsRef<str> + Sync>(rows: &Rows<'_, L>, settings: &Settings) -> F
         return found;
     }
     let unit = Unit::new(rows.features, rows.dim);
-    let k = GROUP_NEIGHBOURS.max(settings.mislabel_neighbours).min(n - 1);
+    let k = GROUP_NEIGHBOURS
+        .max(settings.mislabel_neighbours)
+        .min(n - 1);
     let nn = nearest(&unit, &unit, k, true);
     let t = settings.near_duplicate_cosine;
     let mut groups = UnionFind::new(n);
@@ -197,12 +200,18 @@ pub fn check<L: AsRef<str> + Sync>(rows: &Rows<'_, L>, settings: &Settings) -> F
                 };
                 if rows.labels[i].as_ref() != rows.labels[j].as_ref() {
                     found.cross_label_pairs.push(p);
+                } else {
+                    closest.push(p);
                 }
-                closest.push(p);
             }
         }
-        if let Some(m) = mislabel(rows, i, &idx[..settings.mislabel_neighbours.min(k)], sim, settings)
-        {
+        if let Some(m) = mislabel(
+            rows,
+            i,
+            &idx[..settings.mislabel_neighbours.min(k)],
+            sim,
+            settings,
+        ) {
             found.mislabels.push(m);
         }
     }

@@ -34,7 +34,11 @@ impl Unit {
     }
 
     fn rows(&self, from: usize, to: usize) -> MatRef<'_, f32> {
-        MatRef::from_row_major_slice(&self.values[from * self.dim..to * self.dim], to - from, self.dim)
+        MatRef::from_row_major_slice(
+            &self.values[from * self.dim..to * self.dim],
+            to - from,
+            self.dim,
+        )
     }
 }
 

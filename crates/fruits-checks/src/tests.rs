@@ -27,7 +27,8 @@ fn nearest_equals_brute_force() {
         dot / na / nb
     };
     for i in 0..n {
-        let mut all: Vec<(f32, usize)> = (0..n).filter(|&j| j != i).map(|j| (cos(i, j), j)).collect();
+        let mut all: Vec<(f32, usize)> =
+            (0..n).filter(|&j| j != i).map(|j| (cos(i, j), j)).collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0));
         let (idx, sim) = nn.of(i);
         for r in 0..k {
@@ -89,12 +90,20 @@ fn planted_duplicates_near_duplicates_and_swapped_labels_are_all_found() {
     labels.swap(5, 105);
     let rows = Rows::new(&x, d, &labels).unwrap();
     let found = check(&rows, &Settings::default());
-    assert_eq!(found.identical_features, vec![vec![3, n, n + 1], vec![50, n + 2]]);
+    assert_eq!(
+        found.identical_features,
+        vec![vec![3, n, n + 1], vec![50, n + 2]]
+    );
     let mut groups = found.near_duplicate_groups.clone();
     groups.sort();
     assert_eq!(
         groups,
-        vec![vec![3, n, n + 1], vec![50, n + 2], vec![70, n + 3], vec![90, n + 4]]
+        vec![
+            vec![3, n, n + 1],
+            vec![50, n + 2],
+            vec![70, n + 3],
+            vec![90, n + 4]
+        ]
     );
     assert_eq!(found.near_duplicate_rows, 9);
     assert_eq!(
@@ -129,7 +138,10 @@ fn a_planted_overlap_leaks_and_nothing_else() {
     }
     assert!(leakage(&test, &train, d, &Settings::default()).is_empty());
     for src in [7usize, 77] {
-        let row: Vec<f32> = train[src * d..(src + 1) * d].iter().map(|v| v * 1.01).collect();
+        let row: Vec<f32> = train[src * d..(src + 1) * d]
+            .iter()
+            .map(|v| v * 1.01)
+            .collect();
         test.extend(row);
     }
     let leaks = leakage(&test, &train, d, &Settings::default());

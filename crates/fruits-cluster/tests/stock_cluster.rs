@@ -33,6 +33,7 @@ async fn a_stock_ballista_scheduler_is_named_as_the_cause() {
         batch_size: 2,
         limits: Default::default(),
         s3: Default::default(),
+        report: true,
     };
     let url = format!("df://{addr}");
     let token = fruits_cluster::auth::ClusterToken::new(b"a-test-token-of-16+").unwrap();

@@ -22,12 +22,13 @@ use fruits_model::{MobileNetV2, FEATURES};
 use fruits_pca::{Components, PartialSums, PcaModel};
 use fruits_store::{Location, S3Settings, Staging};
 use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::featurize::{featurize_plan, FeaturizeSpec};
 use crate::plan::{part_list, with_udf_column, FeatureReadExec, Limits, WriteExec};
+use crate::report::{report, write_page, Subject};
 use crate::store::Store;
 use crate::udf::PcaProject;
 use crate::vocab::names::{
@@ -90,10 +91,12 @@ pub struct ExtractConfig {
     pub limits: Limits,
     /// S3 settings that override the environment.
     pub s3: S3Settings,
+    /// Write `_report.html` (with the data checks) into the result.
+    pub report: bool,
 }
 
-/// What a run did, for people and for `_SUCCESS`.
-#[derive(Debug, Clone, Serialize)]
+/// What a run did, for people and for `_SUCCESS` (read back by [`crate::report`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Input URI.
     pub input: String,
@@ -121,6 +124,7 @@ pub struct Summary {
     pub workers: BTreeMap<String, u64>,
     /// The hash of the MobileNetV2 weights every row was featurised with
     /// ([`MobileNetV2::weights_hash`]); a classifier trained on the rows records it.
+    #[serde(default)]
     pub weights: Option<String>,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
@@ -128,7 +132,7 @@ pub struct Summary {
 }
 
 /// One Parquet part of a result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartFile {
     /// File name inside the output.
     pub name: String,
@@ -137,7 +141,7 @@ pub struct PartFile {
 }
 
 /// Wall time of each stage, in seconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageSeconds {
     /// Listing the input.
     pub list: f64,
@@ -147,10 +151,31 @@ pub struct StageSeconds {
     pub fit: f64,
     /// Projecting and writing the final parts.
     pub project: f64,
+    /// Drawing the report and running the data checks.
+    #[serde(default)]
+    pub report: f64,
     /// Checking and publishing.
     pub commit: f64,
     /// All of it.
     pub total: f64,
+}
+
+impl StageSeconds {
+    /// Each stage's name and seconds, in order (the total last).
+    pub fn stages(&self) -> Vec<(String, f64)> {
+        [
+            ("list", self.list),
+            ("featurize", self.featurize),
+            ("fit", self.fit),
+            ("project", self.project),
+            ("report", self.report),
+            ("commit", self.commit),
+            ("total", self.total),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect()
+    }
 }
 
 impl Summary {
@@ -237,6 +262,7 @@ pub async fn extract(
             skipped,
             pca,
             files,
+            parts,
             workers,
             weights,
         }) => {
@@ -264,6 +290,16 @@ pub async fn extract(
                 return Err(e.into());
             }
             summary.seconds.total = started.elapsed().as_secs_f64();
+            if cfg.report {
+                let t = Instant::now();
+                if let Err(e) =
+                    write_report(&staging, &parts, &summary, &skipped, &pca, &cfg.s3).await
+                {
+                    let _ = staging.abort().await;
+                    return Err(e);
+                }
+                summary.seconds.report = t.elapsed().as_secs_f64();
+            }
             let marker = serde_json::to_value(&summary).unwrap_or_default();
             staging.commit(marker).await?;
             summary.seconds.commit = t.elapsed().as_secs_f64();
@@ -276,6 +312,20 @@ pub async fn extract(
             Err(e)
         }
     }
+}
+
+/// Writes the run's `_report.html` into its staging: part of the result it describes.
+async fn write_report(
+    staging: &Staging,
+    parts: &[String],
+    summary: &Summary,
+    skipped: &[Skipped],
+    pca: &PcaModel,
+    s3: &S3Settings,
+) -> Result<(), EngineError> {
+    let subject = Subject::staged(staging.location(), parts, summary, skipped, pca).await?;
+    let (report, thumbs) = report(&subject, None, s3).await?;
+    write_page(staging.location(), &report, &thumbs).await
 }
 
 /// Fails if `output` equals, contains or lies inside the input, the weights or the saved PCA:
@@ -466,6 +516,7 @@ async fn run_stages(
             });
         }
     }
+    let parts = written.iter().map(|w| part_name("", w.partition)).collect();
     let files = written
         .iter()
         .map(|w| PartFile {
@@ -479,6 +530,7 @@ async fn run_stages(
         skipped,
         pca,
         files,
+        parts,
         workers,
         weights,
     })
@@ -491,6 +543,8 @@ struct Staged {
     skipped: Vec<Skipped>,
     pca: Arc<PcaModel>,
     files: Vec<PartFile>,
+    /// The parts' names as staged.
+    parts: Vec<String>,
     workers: BTreeMap<String, u64>,
     weights: Option<String>,
 }

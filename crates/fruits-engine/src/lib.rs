@@ -34,6 +34,7 @@
 //!     batch_size: 32,
 //!     limits: Limits::DEFAULT,
 //!     s3,
+//!     report: true,
 //! };
 //! let summary = extract(&cfg, &InProcess::new(2), Arc::new(Progress::default())).await?;
 //! println!("{} rows, k = {}", summary.rows, summary.k);
@@ -48,6 +49,7 @@ pub mod extract;
 pub mod featurize;
 pub mod plan;
 pub mod process;
+pub mod report;
 pub mod result;
 pub mod sink;
 pub mod store;

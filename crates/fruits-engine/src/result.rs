@@ -65,6 +65,20 @@ pub struct Published {
 
 /// Reads the result at `at`: the parts its `_SUCCESS` lists, nothing else.
 pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
+    let manifest = read_manifest(at).await?;
+    let files = manifest_parts(&manifest);
+    let k = manifest["k"].as_u64().unwrap_or(0) as usize;
+    let rows = read_parts(at, &files, k).await?;
+    Ok(Published {
+        uri: at.uri(),
+        weights: manifest["weights"].as_str().map(str::to_string),
+        manifest,
+        rows,
+    })
+}
+
+/// The `_SUCCESS` manifest of the result at `at` (an error if it is not a complete result).
+pub async fn read_manifest(at: &Location) -> Result<serde_json::Value, EngineError> {
     let uri = at.uri();
     let marker = at
         .get_rel(SUCCESS)
@@ -72,50 +86,71 @@ pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
         .map_err(|e| EngineError::Task(format!("{uri} is not a complete fruits result ({e})")))?;
     let manifest: serde_json::Value = serde_json::from_slice(&marker)
         .map_err(|e| EngineError::Task(format!("{uri}/{SUCCESS}: {e}")))?;
-    let files: Vec<String> = manifest["files"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|f| f["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut rows = ResultRows {
-        k: manifest["k"].as_u64().unwrap_or(0) as usize,
-        ..ResultRows::default()
-    };
-    for name in files {
-        read_part(at, &name, &mut rows).await?;
-    }
-    Ok(Published {
-        uri,
-        weights: manifest["weights"].as_str().map(str::to_string),
-        manifest,
-        rows,
-    })
+    Ok(manifest)
 }
 
-async fn read_part(at: &Location, name: &str, rows: &mut ResultRows) -> Result<(), EngineError> {
-    let path = at.child(name);
-    let uri = at.uri_of(&path);
-    let fail = |e: &dyn std::fmt::Display| EngineError::Task(format!("reading {uri}: {e}"));
-    // As in the staged-feature scan: the reference object_store reader.
-    #[allow(deprecated)]
-    let reader =
-        parquet::arrow::async_reader::ParquetObjectReader::new(at.store().clone(), path.clone());
-    let mut stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .and_then(|b| b.build())
-        .map_err(|e| fail(&e))?;
-    while let Some(batch) = stream.try_next().await.map_err(|e| fail(&e))? {
-        let r = OutputRows::try_from(&batch)?;
-        for i in 0..batch.num_rows() {
+/// Reads the parts `names` (of `k` PCA features) at `at`, in that order.
+pub async fn read_parts(
+    at: &Location,
+    names: &[String],
+    k: usize,
+) -> Result<ResultRows, EngineError> {
+    let mut rows = ResultRows {
+        k,
+        ..ResultRows::default()
+    };
+    visit_parts(at, names, |r, _| {
+        for i in 0..arrow::array::Array::len(r.path) {
             rows.path.push(r.path.value(i).to_string());
             rows.label.push(r.label.value(i).to_string());
         }
         rows.features.extend_from_slice(list_values(r.features)?);
         rows.features_pca
             .extend_from_slice(list_values(r.features_pca)?);
+        Ok(())
+    })
+    .await?;
+    Ok(rows)
+}
+
+/// Calls `visit` with every batch of the parts `names` at `at`, in order, and the number of
+/// rows before it: for readers that keep less than every row (bounded memory).
+pub async fn visit_parts(
+    at: &Location,
+    names: &[String],
+    mut visit: impl FnMut(&OutputRows<'_>, usize) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let mut before = 0;
+    for name in names {
+        let path = at.child(name);
+        let uri = at.uri_of(&path);
+        let fail = |e: &dyn std::fmt::Display| EngineError::Task(format!("reading {uri}: {e}"));
+        // As in the staged-feature scan: the reference object_store reader.
+        #[allow(deprecated)]
+        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+            at.store().clone(),
+            path.clone(),
+        );
+        let mut stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .and_then(|b| b.build())
+            .map_err(|e| fail(&e))?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| fail(&e))? {
+            visit(&OutputRows::try_from(&batch)?, before)?;
+            before += batch.num_rows();
+        }
     }
     Ok(())
+}
+
+/// The part names a `_SUCCESS` manifest lists.
+pub fn manifest_parts(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["files"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -29,6 +29,7 @@ fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) ->
         batch_size: 4,
         limits: Default::default(),
         s3: Default::default(),
+        report: true,
     }
 }
 

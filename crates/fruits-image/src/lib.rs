@@ -763,6 +763,27 @@ pub fn to_model_input(img: &RgbImage, out: &mut [f32]) {
     }
 }
 
+/// A small JPEG of an image, for people to look at (a report's thumbnails): decoded as for the
+/// model, scaled (bicubic) so its longer side is `side` pixels, encoded at quality 80.
+pub fn thumbnail(bytes: &[u8], side: usize) -> Result<Vec<u8>, ImageError> {
+    let img = decode(bytes)?;
+    let scale = side as f64 / img.width.max(img.height) as f64;
+    let (w, h) = (
+        ((img.width as f64 * scale).round() as usize).max(1),
+        ((img.height as f64 * scale).round() as usize).max(1),
+    );
+    let small = resize_bicubic(&img, w, h);
+    let encode = || -> std::io::Result<Vec<u8>> {
+        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        c.set_size(w, h);
+        c.set_quality(80.0);
+        let mut started = c.start_compress(Vec::new())?;
+        started.write_scanlines(&small.pixels)?;
+        started.finish()
+    };
+    encode().map_err(|e| ImageError::Unsupported(format!("thumbnail: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,6 +798,7 @@ mod tests {
             started.finish().unwrap()
         };
         assert_eq!(dimensions(&jpeg).unwrap(), (37, 21));
+        assert_eq!(dimensions(&thumbnail(&jpeg, 16).unwrap()).unwrap(), (16, 9));
         assert_eq!(dimensions(&jpeg[..200.min(jpeg.len())]).unwrap(), (37, 21));
         let mut png = Vec::new();
         {

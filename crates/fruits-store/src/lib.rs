@@ -275,6 +275,19 @@ impl Location {
         }
     }
 
+    /// The object path a URI of this store names (the inverse of [`Location::uri_of`]), or
+    /// `None` when it names another store.
+    pub fn path_of_uri(&self, uri: &str) -> Option<Path> {
+        let rest = match &self.kind {
+            Kind::Local(_) => uri.strip_prefix("file:///")?,
+            Kind::S3 { bucket } => uri
+                .strip_prefix("s3://")?
+                .strip_prefix(bucket.as_str())?
+                .strip_prefix('/')?,
+        };
+        stored_path(rest).ok()
+    }
+
     /// The object path of `rel` (slash-separated) below the prefix.
     pub fn child(&self, rel: &str) -> Path {
         rel.split('/')

@@ -126,6 +126,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             batch_size: batch,
             limits: fruits_engine::Limits::default(),
             s3: s3.clone(),
+            report: false,
         };
         let progress = Arc::new(Progress::default());
         let engine = fruits_engine::InProcess::new(threads);

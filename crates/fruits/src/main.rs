@@ -6,6 +6,7 @@
 mod bench;
 mod bench_serve;
 mod predict;
+mod report;
 mod serve;
 mod train;
 
@@ -40,6 +41,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Name the fruit in photos with a trained classifier.
     Predict(predict::PredictArgs),
+    /// Write `_report.html` for a result (and check its data); `--json` prints the figures.
+    Report(report::ReportArgs),
     /// Serve a trained classifier over HTTP, with a page a phone can use.
     Serve(serve::ServeArgs),
     /// Measure images/s per stage and peak memory on a folder of images.
@@ -119,6 +122,9 @@ struct RunArgs {
     /// On a cluster: seconds one job may take before it is abandoned and retried once.
     #[arg(long, default_value_t = fruits_cluster::defaults::JOB_TIMEOUT_S)]
     job_timeout: u64,
+    /// Do not write `_report.html` (the run report with the data checks) into the result.
+    #[arg(long)]
+    no_report: bool,
     #[command(flatten)]
     token: TokenArgs,
 }
@@ -286,6 +292,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchServe(a) => bench_serve::run(a),
         Command::Scheduler(a) => {
@@ -409,6 +416,7 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
             max_pixels: a.max_pixels,
         },
         s3,
+        report: !a.no_report,
     };
     let progress = Arc::new(Progress::default());
     let summary = rt.block_on(with_progress_bar(
@@ -476,13 +484,14 @@ fn print_summary(s: &Summary) {
         s.images, s.classes, s.skipped, s.k, s.variance_kept
     );
     println!(
-        "wall {:.1} s  ({:.1} images/s; list {:.1} s, featurize {:.1} s, fit {:.1} s, project+write {:.1} s, commit {:.1} s)",
+        "wall {:.1} s  ({:.1} images/s; list {:.1} s, featurize {:.1} s, fit {:.1} s, project+write {:.1} s, report {:.1} s, commit {:.1} s)",
         s.seconds.total,
         s.images_per_second(),
         s.seconds.list,
         s.seconds.featurize,
         s.seconds.fit,
         s.seconds.project,
+        s.seconds.report,
         s.seconds.commit
     );
     if s.workers.len() > 1 || s.workers.keys().any(|w| w != "local") {

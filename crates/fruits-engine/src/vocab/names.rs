@@ -13,6 +13,9 @@ pub const PCA_DIR: &str = "_pca";
 /// The images a run set aside, and why.
 pub const ERRORS_FILE: &str = "_errors.json";
 
+/// The run's report page, beside its result.
+pub const REPORT_FILE: &str = "_report.html";
+
 /// Which write a task does; it names the task's report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WriteKind {
