@@ -176,7 +176,15 @@ pub async fn report(
             classes: s.classes,
             k: s.k,
             variance_kept: s.variance_kept,
-            stages: s.seconds.stages(),
+            // A run draws its report before its own report and commit stages end.
+            stages: s
+                .seconds
+                .stages()
+                .into_iter()
+                .filter(|(stage, secs)| {
+                    *secs > 0.0 || !matches!(stage.as_str(), "report" | "commit")
+                })
+                .collect(),
             images_per_second: s.images_per_second(),
             weights: s.weights.clone(),
         },

@@ -235,12 +235,12 @@ impl Report {
                 .take(n)
                 .flat_map(|g| g.iter().take(4).cloned()),
         );
-        for s in c
-            .near_duplicates
+        let nd = &c.near_duplicates;
+        for s in nd
             .cross_label
             .iter()
-            .chain(&c.near_duplicates.closest)
-            .take(2 * n)
+            .take(n)
+            .chain(nd.closest.iter().take(n))
         {
             want.extend([s.a.clone(), s.b.clone()]);
         }

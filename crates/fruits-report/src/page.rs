@@ -68,7 +68,7 @@ pub fn html(r: &Report, thumbs: &Thumbnails) -> Result<String, ReportError> {
     let run = &r.run;
     let _ = write!(
         w,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>fruits report: {}</title><style>{STYLE}</style></head><body>\
          <h1>fruits report</h1><p class=\"note\">{}</p>",

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use fruits_classify::Classifier;
 
+mod browser;
+
 fn fruits(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fruits"))
         .args(args)
@@ -132,16 +134,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -510,30 +502,10 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
     let Some((photos, model, weights, _)) = real_model() else {
         return;
     };
-    let (driver, chromium) = (
-        Path::new("/usr/bin/chromedriver"),
-        Path::new("/usr/bin/chromium"),
-    );
-    if !driver.exists() || !chromium.exists() {
-        fruits_testkit::skip("chromium and chromium-driver (Debian packages) are not installed");
+    let Some(browser) = browser::Browser::start() else {
         return;
-    }
+    };
     let server = Server::start(model, weights, &[]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // Killed when dropped, even if an assertion below fails.
-    let _chromedriver = Killed(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    let profile = tempfile::tempdir().unwrap();
     let photo = std::fs::read_dir(photos.join("Kiwi"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -544,38 +516,9 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         .enable_all()
         .build()
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = rt.block_on(async {
-        use fantoccini::{ClientBuilder, Locator};
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--window-size=430,1100",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let mut client = None;
-        for _ in 0..50 {
-            match ClientBuilder::rustls()
-                .expect("a TLS backend")
-                .capabilities(caps.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(c) => {
-                    client = Some(c);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        let c = client.expect("chromedriver answers");
+        use fantoccini::Locator;
+        let c = browser.session(430, 1100).await;
         c.goto(&format!("{}/", server.url)).await?;
         let input = c.find(Locator::Css("input#photo")).await?;
         input.send_keys(&photo.display().to_string()).await?;
@@ -590,20 +533,37 @@ fn the_page_names_the_fruit_in_a_photo_in_chromium() {
         // The footer is filled from /v1/model.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let png = c.screenshot().await?;
-        let logs = c
-            .execute(
-                "return [document.querySelectorAll('link[href^=\"http\"],script[src]').length]",
-                vec![],
-            )
-            .await?;
+        let console = browser::log(&c, "browser").await;
+        let requests = browser::log(&c, "performance").await;
         c.close().await?;
-        Ok::<_, fantoccini::error::CmdError>((label, status, bars, png, logs))
+        Ok::<_, fantoccini::error::CmdError>((label, status, bars, png, console, requests))
     });
-    let (label, status, bars, png, external) = result.expect("the browser session");
+    let (label, status, bars, png, console, requests) = result.expect("the browser session");
+    assert_eq!(browser::console_errors(&console), Vec::<String>::new());
+    // Every request from the page's own on goes to the server (or is a photo in memory).
+    let requests = browser::requests(&requests);
+    let page = format!("{}/", server.url);
+    let from = requests
+        .iter()
+        .position(|u| *u == page)
+        .unwrap_or_else(|| panic!("the page itself among {requests:?}"));
+    let elsewhere: Vec<&String> = requests[from..]
+        .iter()
+        .filter(|u| {
+            !u.starts_with(&server.url) && !u.starts_with("data:") && !u.starts_with("blob:")
+        })
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "requests beyond the server: {elsewhere:?}"
+    );
+    assert!(
+        requests[from..].iter().any(|u| u.contains("/v1/predict")),
+        "{requests:?}"
+    );
     assert_eq!(label, "Kiwi", "the page's first label");
     assert!(status.contains("Kiwi"), "{status}");
     assert_eq!(bars, 5, "the top 5 as bars");
-    assert_eq!(external, serde_json::json!([0]), "no external resources");
     assert!(png.starts_with(b"\x89PNG"), "a screenshot");
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
     std::fs::write(&shot, &png).unwrap();
