@@ -46,6 +46,11 @@ async fn lists_images_recursively_with_parent_folder_labels() {
     );
     assert!(images[0].uri.starts_with("file:///"));
     assert_eq!(&loc.get(&images[0].path).await.unwrap()[..], b"b");
+    // A listed URI names its object again, verbatim; another store's does not.
+    for image in &images {
+        assert_eq!(loc.path_of_uri(&image.uri), Some(image.path.clone()));
+    }
+    assert_eq!(loc.path_of_uri("s3://bucket/Test/top.jpg"), None);
     // The same folder as a file:// URI.
     let same = Location::parse(&format!("file://{}", root.display())).unwrap();
     assert_eq!(same.list_images().await.unwrap().images, images);

@@ -381,6 +381,36 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
             .all(|o| !o.contains("_temporary") && !o.contains("_features")),
         "{results:?}"
     );
+    // The run's report is published with it, a thumbnail of each class read from S3.
+    let page = bucket.join("Results/_report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("(not readable)"));
+    for (label, file) in odd {
+        let shown = format!("alt=\"{label}/{file}\" src=\"data:image/jpeg;base64,");
+        assert!(html.contains(&shown), "{shown}");
+    }
+    // `fruits report` on S3: the figures as JSON, naming photos by their keys, and the page.
+    let out = run(&["report", "s3://fruits/Results", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(figures["checks"]["photos"], 8);
+    let examples: Vec<&str> = figures["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["example"].as_str())
+        .collect();
+    assert!(
+        examples.contains(&"s3://fruits/Test/Яблоко/a b%20c.jpg"),
+        "{examples:?}"
+    );
+    std::fs::remove_file(&page).unwrap();
+    let out = run(&["report", "s3://fruits/Results"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("wrote s3://fruits/Results/_report.html"));
+    assert!(std::fs::read_to_string(&page)
+        .unwrap()
+        .contains("data:image/jpeg;base64,"));
 
     // An output over the input is refused, even with --overwrite, and the input is intact.
     let before = server.objects("fruits");
