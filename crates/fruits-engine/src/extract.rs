@@ -22,13 +22,13 @@ use fruits_model::{MobileNetV2, FEATURES};
 use fruits_pca::{Components, PartialSums, PcaModel};
 use fruits_store::{Location, S3Settings, Staging};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::featurize::{featurize_plan, FeaturizeSpec};
 use crate::plan::{part_list, with_udf_column, FeatureReadExec, Limits, WriteExec};
 use crate::report::{report, write_page, Subject};
+use crate::result::read_pca;
 use crate::store::Store;
 use crate::udf::PcaProject;
 use crate::vocab::names::{
@@ -36,6 +36,7 @@ use crate::vocab::names::{
     REPORTS_DIR, SUMS_DIR,
 };
 use crate::vocab::schema::{col, STAGED_KEEP};
+pub use crate::vocab::summary::{PartFile, StageSeconds, Summary};
 use crate::vocab::{Progress, Skipped, TaskReport, WriteKind};
 use crate::weights::ModelSource;
 
@@ -57,12 +58,7 @@ impl PcaSpec {
     /// Applies the PCA saved at `uri` (the `_pca` folder of a result; see
     /// [`PcaModel::to_files`]).
     pub async fn load(uri: &str, s3: &S3Settings) -> Result<PcaSpec, EngineError> {
-        let at = Location::parse_with(uri, s3)?;
-        let mut files = std::collections::HashMap::new();
-        for name in fruits_pca::FILES {
-            files.insert(name, at.get_rel(name).await?.to_vec());
-        }
-        let model = PcaModel::from_files(|n| files.get(n).cloned().ok_or("absent"))?;
+        let model = read_pca(&Location::parse_with(uri, s3)?).await?;
         Ok(PcaSpec::Apply {
             model: Arc::new(model),
             from: uri.to_string(),
@@ -93,96 +89,6 @@ pub struct ExtractConfig {
     pub s3: S3Settings,
     /// Write `_report.html` (with the data checks) into the result.
     pub report: bool,
-}
-
-/// What a run did, for people and for `_SUCCESS` (read back by [`crate::report`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    /// Input URI.
-    pub input: String,
-    /// Output URI.
-    pub output: String,
-    /// Images listed.
-    pub images: u64,
-    /// Rows written.
-    pub rows: u64,
-    /// Images skipped (see `_errors.json`).
-    pub skipped: u64,
-    /// Distinct labels among the rows written.
-    pub classes: usize,
-    /// PCA components.
-    pub k: usize,
-    /// Share of variance they keep.
-    pub variance_kept: f64,
-    /// The Parquet parts of the result and their row counts (the manifest in `_SUCCESS`).
-    pub files: Vec<PartFile>,
-    /// Seconds: listing, featurising, fitting, projecting + writing, publishing, total.
-    pub seconds: StageSeconds,
-    /// Where the plans ran.
-    pub engine: String,
-    /// Images each worker featurised (worker name → images).
-    pub workers: BTreeMap<String, u64>,
-    /// The hash of the MobileNetV2 weights every row was featurised with
-    /// ([`MobileNetV2::weights_hash`]); a classifier trained on the rows records it.
-    #[serde(default)]
-    pub weights: Option<String>,
-    /// The first skipped images (all of them are in `_errors.json`).
-    #[serde(skip)]
-    pub skipped_sample: Vec<Skipped>,
-}
-
-/// One Parquet part of a result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartFile {
-    /// File name inside the output.
-    pub name: String,
-    /// Rows it holds.
-    pub rows: u64,
-}
-
-/// Wall time of each stage, in seconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StageSeconds {
-    /// Listing the input.
-    pub list: f64,
-    /// Reading, decoding, resizing and running the model.
-    pub featurize: f64,
-    /// Merging partial sums and fitting the PCA.
-    pub fit: f64,
-    /// Projecting and writing the final parts.
-    pub project: f64,
-    /// Drawing the report and running the data checks.
-    #[serde(default)]
-    pub report: f64,
-    /// Checking and publishing.
-    pub commit: f64,
-    /// All of it.
-    pub total: f64,
-}
-
-impl StageSeconds {
-    /// Each stage's name and seconds, in order (the total last).
-    pub fn stages(&self) -> Vec<(String, f64)> {
-        [
-            ("list", self.list),
-            ("featurize", self.featurize),
-            ("fit", self.fit),
-            ("project", self.project),
-            ("report", self.report),
-            ("commit", self.commit),
-            ("total", self.total),
-        ]
-        .into_iter()
-        .map(|(n, s)| (n.to_string(), s))
-        .collect()
-    }
-}
-
-impl Summary {
-    /// Images per second over the whole run.
-    pub fn images_per_second(&self) -> f64 {
-        self.images as f64 / self.seconds.total.max(1e-9)
-    }
 }
 
 /// A run id unique enough for staging names: time and process.

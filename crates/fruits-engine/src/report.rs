@@ -16,10 +16,10 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
-use crate::extract::{PcaSpec, Summary};
-use crate::result::{manifest_parts, read_manifest, visit_parts};
+use crate::result::{manifest_parts, read_manifest, read_pca, visit_parts};
 use crate::vocab::names::{ERRORS_FILE, PCA_DIR, REPORT_FILE};
 use crate::vocab::schema::list_values;
+use crate::vocab::summary::Summary;
 use crate::vocab::Skipped;
 
 /// Points drawn on the principal-components chart at most (an even sample beyond).
@@ -124,10 +124,7 @@ impl Subject {
                 .map_err(|e| EngineError::Task(format!("{uri}/{ERRORS_FILE}: {e}")))?,
             Err(_) => Vec::new(),
         };
-        let pca = match PcaSpec::load(&at.sub(PCA_DIR).uri(), s3).await? {
-            PcaSpec::Apply { model, .. } => (*model).clone(),
-            PcaSpec::Fit(_) => unreachable!("load applies"),
-        };
+        let pca = read_pca(&at.sub(PCA_DIR)).await?;
         Ok(Subject {
             uri: at.uri(),
             summary,

@@ -1,6 +1,7 @@
 //! A published result read back: its `_SUCCESS` manifest and its rows, for the commands that
 //! consume features (`fruits train`).
 
+use fruits_pca::PcaModel;
 use fruits_store::{Location, SUCCESS};
 use futures::TryStreamExt;
 
@@ -75,6 +76,17 @@ pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
         manifest,
         rows,
     })
+}
+
+/// The PCA saved at `at` (a result's `_pca` folder; see [`PcaModel::to_files`]).
+pub async fn read_pca(at: &Location) -> Result<PcaModel, EngineError> {
+    let mut files = std::collections::HashMap::new();
+    for name in fruits_pca::FILES {
+        files.insert(name, at.get_rel(name).await?.to_vec());
+    }
+    Ok(PcaModel::from_files(|n| {
+        files.get(n).cloned().ok_or("absent")
+    })?)
 }
 
 /// The `_SUCCESS` manifest of the result at `at` (an error if it is not a complete result).

@@ -283,10 +283,7 @@ fn extract_publishes_the_report_with_its_result_and_report_rewrites_it() {
     }
     assert!(!html.contains("<script") && !html.contains("src=\"http"));
     assert!(html.matches("<svg").count() >= 3);
-    assert_eq!(
-        html.matches("data:image/jpeg;base64,").count() >= CLASSES.len(),
-        true
-    );
+    assert!(html.matches("data:image/jpeg;base64,").count() >= CLASSES.len());
     // `fruits report` writes it again, here with the leakage section: the photos of the
     // training set with a near-duplicate in the test set. (The test set's page: the browser
     // test reads the training set's.)

@@ -1,0 +1,97 @@
+//! What a run did ([`Summary`]): printed for people, and the JSON of a result's `_SUCCESS`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Skipped;
+
+/// What a run did, for people and for `_SUCCESS` (read back by `fruits report`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Input URI.
+    pub input: String,
+    /// Output URI.
+    pub output: String,
+    /// Images listed.
+    pub images: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Images skipped (see `_errors.json`).
+    pub skipped: u64,
+    /// Distinct labels among the rows written.
+    pub classes: usize,
+    /// PCA components.
+    pub k: usize,
+    /// Share of variance they keep.
+    pub variance_kept: f64,
+    /// The Parquet parts of the result and their row counts (the manifest in `_SUCCESS`).
+    pub files: Vec<PartFile>,
+    /// Seconds: listing, featurising, fitting, projecting + writing, publishing, total.
+    pub seconds: StageSeconds,
+    /// Where the plans ran.
+    pub engine: String,
+    /// Images each worker featurised (worker name → images).
+    pub workers: BTreeMap<String, u64>,
+    /// The hash of the MobileNetV2 weights every row was featurised with
+    /// ([`fruits_model::MobileNetV2::weights_hash`]); a classifier trained on the rows records it.
+    #[serde(default)]
+    pub weights: Option<String>,
+    /// The first skipped images (all of them are in `_errors.json`).
+    #[serde(skip)]
+    pub skipped_sample: Vec<Skipped>,
+}
+
+/// One Parquet part of a result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartFile {
+    /// File name inside the output.
+    pub name: String,
+    /// Rows it holds.
+    pub rows: u64,
+}
+
+/// Wall time of each stage, in seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageSeconds {
+    /// Listing the input.
+    pub list: f64,
+    /// Reading, decoding, resizing and running the model.
+    pub featurize: f64,
+    /// Merging partial sums and fitting the PCA.
+    pub fit: f64,
+    /// Projecting and writing the final parts.
+    pub project: f64,
+    /// Drawing the report and running the data checks.
+    #[serde(default)]
+    pub report: f64,
+    /// Checking and publishing.
+    pub commit: f64,
+    /// All of it.
+    pub total: f64,
+}
+
+impl StageSeconds {
+    /// Each stage's name and seconds, in order (the total last).
+    pub fn stages(&self) -> Vec<(String, f64)> {
+        [
+            ("list", self.list),
+            ("featurize", self.featurize),
+            ("fit", self.fit),
+            ("project", self.project),
+            ("report", self.report),
+            ("commit", self.commit),
+            ("total", self.total),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect()
+    }
+}
+
+impl Summary {
+    /// Images per second over the whole run.
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.total.max(1e-9)
+    }
+}
