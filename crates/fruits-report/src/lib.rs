@@ -219,6 +219,19 @@ pub struct Leak {
 }
 
 impl Report {
+    /// The near-duplicate pairs with different labels the page shows: the first
+    /// [`SHOWN_PER_CHECK`] whose photos were not shown in an earlier pair.
+    pub fn shown_cross_label(&self) -> Vec<&Similar> {
+        let mut seen = std::collections::HashSet::new();
+        self.checks
+            .near_duplicates
+            .cross_label
+            .iter()
+            .filter(|s| seen.insert(&s.a) & seen.insert(&s.b))
+            .take(SHOWN_PER_CHECK)
+            .collect()
+    }
+
     /// The photos the page shows a thumbnail of: one per class, then the first
     /// [`SHOWN_PER_CHECK`] cases of each check.
     pub fn thumbnails_wanted(&self) -> Vec<String> {
@@ -236,10 +249,9 @@ impl Report {
                 .flat_map(|g| g.iter().take(4).cloned()),
         );
         let nd = &c.near_duplicates;
-        for s in nd
-            .cross_label
-            .iter()
-            .take(n)
+        for s in self
+            .shown_cross_label()
+            .into_iter()
             .chain(nd.closest.iter().take(n))
         {
             want.extend([s.a.clone(), s.b.clone()]);

@@ -205,8 +205,8 @@ fn checks(w: &mut String, r: &Report, thumbs: &Thumbnails) {
     let nd = &c.near_duplicates;
     let _ = write!(
         w,
-        "<h2>Data checks</h2><p class=\"note\">{} Took {:.1} s.</p><table>\
-         <tr><th>exact duplicates (same bytes)</th><td class=\"n\">{} groups, {} photos</td></tr>\
+        "<h2 id=\"checks\">Data checks</h2><p class=\"note\">{} Took {:.1} s.</p><table>\
+         <tr><th>exact duplicates (same bytes)</th><td class=\"n\">{} group(s), {} photos</td></tr>\
          <tr><th>photos with a near-duplicate (cosine &ge; {})</th><td class=\"n\">{} ({})</td></tr>\
          <tr><th>near-duplicate pairs with different labels</th><td class=\"n\">{}</td></tr>\
          <tr><th>suspected mislabels ({} of {} nearest agree on another label)</th><td class=\"n\">{}</td></tr>",
@@ -254,18 +254,6 @@ fn checks(w: &mut String, r: &Report, thumbs: &Thumbnails) {
             let _ = write!(w, "<span>{}</span></div>", names.join("<br>"));
         }
     }
-    if !nd.cross_label.is_empty() {
-        let _ = write!(w, "<h3>Near-duplicates with different labels</h3>");
-        for s in nd.cross_label.iter().take(n) {
-            pair(w, thumbs, s);
-        }
-    }
-    if !nd.closest.is_empty() {
-        let _ = write!(w, "<h3>The closest near-duplicates of one label</h3>");
-        for s in nd.closest.iter().take(n) {
-            pair(w, thumbs, s);
-        }
-    }
     if !c.mislabels.is_empty() {
         let _ = write!(w, "<h3>Suspected mislabels</h3>");
         for s in c.mislabels.iter().take(n) {
@@ -282,6 +270,12 @@ fn checks(w: &mut String, r: &Report, thumbs: &Thumbnails) {
             );
         }
     }
+    if !nd.cross_label.is_empty() {
+        let _ = write!(w, "<h3>Near-duplicates with different labels</h3>");
+        for s in r.shown_cross_label() {
+            pair(w, thumbs, s);
+        }
+    }
     if let Some(l) = &c.leakage {
         if !l.pairs.is_empty() {
             let _ = write!(w, "<h3>Leaking photos</h3>");
@@ -296,6 +290,12 @@ fn checks(w: &mut String, r: &Report, thumbs: &Thumbnails) {
                     p.cosine
                 );
             }
+        }
+    }
+    if !nd.closest.is_empty() {
+        let _ = write!(w, "<h3>The closest near-duplicates of one label</h3>");
+        for s in nd.closest.iter().take(n) {
+            pair(w, thumbs, s);
         }
     }
     if c.mislabels.len() > n || nd.cross_label.len() > n {

@@ -332,7 +332,10 @@ fn chromium_shows_the_report_with_no_console_error_and_no_request() {
                     vec![],
                 )
                 .await?;
-            let png = c.screenshot().await?;
+            let mut png = vec![c.screenshot().await?];
+            c.execute("document.getElementById('checks').scrollIntoView()", vec![])
+                .await?;
+            png.push(c.screenshot().await?);
             let console = browser::log(&c, "browser").await;
             let requests = browser::log(&c, "performance").await;
             c.close().await?;
@@ -357,10 +360,12 @@ fn chromium_shows_the_report_with_no_console_error_and_no_request() {
     let shown = shown.as_array().unwrap();
     assert!(shown[0].as_u64().unwrap() >= 3, "charts: {shown:?}");
     assert_eq!(shown[1], shown[2], "every thumbnail decodes: {shown:?}");
-    assert!(png.starts_with(b"\x89PNG"));
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-page.png");
-    std::fs::write(&shot, &png).unwrap();
-    if let Ok(to) = std::env::var("FRUITS_REPORT_SCREENSHOT") {
-        std::fs::write(to, &png).unwrap();
+    // The top of the page and its data checks; FRUITS_REPORT_SCREENSHOT=docs/report keeps
+    // them as docs/report.png and docs/report-checks.png (the README's).
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-page");
+    let stem = std::env::var("FRUITS_REPORT_SCREENSHOT").unwrap_or(tmp.display().to_string());
+    for (png, suffix) in png.iter().zip(["", "-checks"]) {
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(format!("{stem}{suffix}.png"), png).unwrap();
     }
 }
