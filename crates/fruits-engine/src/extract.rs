@@ -205,10 +205,11 @@ pub async fn extract(
                     return Err(e);
                 }
                 summary.seconds.report = t.elapsed().as_secs_f64();
+                summary.seconds.total = started.elapsed().as_secs_f64();
             }
             let marker = serde_json::to_value(&summary).unwrap_or_default();
             staging.commit(marker).await?;
-            summary.seconds.commit = t.elapsed().as_secs_f64();
+            summary.seconds.commit = t.elapsed().as_secs_f64() - summary.seconds.report;
             summary.seconds.total = started.elapsed().as_secs_f64();
             Ok(summary)
         }
