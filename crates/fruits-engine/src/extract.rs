@@ -2,9 +2,10 @@
 //!
 //! 1. List the input once → `(path, label)` rows split into partitions.
 //! 2. Featurize plan (map-only, [`featurize_plan`]): `ImageReadExec` → `featurize(content)`
-//!    → per partition a staged Parquet part and the partition's PCA partial sums; bad images
+//!    → per partition a staged Parquet part, its PCA partial sums added to the process's
+//!    accumulator ([`crate::reduction`]); bad images
 //!    are set aside with their error.
-//! 3. Merge the partial sums here, fit the scaler + PCA (or take a saved one), save it to
+//! 3. Merge the processes' partial sums here (each partition exactly once), fit the scaler + PCA (or take a saved one), save it to
 //!    `_pca/`.
 //! 4. Project plan (map-only): the staged parts → `pca_project(features)` → final parts.
 //! 5. Check that every partition ran exactly once and row counts agree, write `_errors.json`,
@@ -19,21 +20,22 @@ use std::time::Instant;
 
 use datafusion::physical_plan::ExecutionPlan;
 use fruits_model::{MobileNetV2, FEATURES};
-use fruits_pca::{Components, PartialSums, PcaModel};
+use fruits_pca::{Components, PcaModel};
 use fruits_store::{Location, S3Settings, Staging};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::featurize::{featurize_plan, FeaturizeSpec};
 use crate::plan::{part_list, with_udf_column, FeatureReadExec, Limits, WriteExec};
+use crate::reduction::{reduce, Reduction};
 use crate::report::{report, write_page, Subject};
 use crate::result::read_pca;
 use crate::store::Store;
 use crate::udf::PcaProject;
 use crate::vocab::names::{
-    parse_report_file, part_name, report_name, sums_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR,
-    REPORTS_DIR, SUMS_DIR,
+    parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR, REPORTS_DIR,
+    SUMS_DIR,
 };
 use crate::vocab::schema::{col, STAGED_KEEP};
 pub use crate::vocab::summary::{PartFile, StageSeconds, Summary};
@@ -171,6 +173,7 @@ pub async fn extract(
             parts,
             workers,
             weights,
+            reduction,
         }) => {
             let skipped: Vec<Skipped> = unlisted.into_iter().chain(skipped).collect();
             let t = Instant::now();
@@ -188,6 +191,7 @@ pub async fn extract(
                 engine: engine.describe(),
                 workers,
                 weights,
+                reduction,
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
@@ -275,7 +279,7 @@ async fn run_stages(
 ) -> Result<Staged, EngineError> {
     let staged = Store::new(staging.location().clone(), &cfg.s3);
 
-    // 2. Featurise: image source → featurize UDF → staged parts + partial sums.
+    // 2. Featurise: image source → featurize UDF → staged parts; partial sums per process.
     let t = Instant::now();
     let partitions = split(images, engine.partitions(images.len()));
     let n = partitions.len();
@@ -339,7 +343,7 @@ async fn run_stages(
     progress
         .skipped
         .store(skipped.len() as u64, Ordering::Relaxed);
-    let sums = merge_sums(&staged.location, n).await?;
+    let (sums, reduction) = reduce(&staged.location, n).await?;
     seconds.featurize = t.elapsed().as_secs_f64();
 
     // 3. Fit (or take) the PCA and save it beside the data.
@@ -440,6 +444,7 @@ async fn run_stages(
         parts,
         workers,
         weights,
+        reduction,
     })
 }
 
@@ -454,6 +459,7 @@ struct Staged {
     parts: Vec<String>,
     workers: BTreeMap<String, u64>,
     weights: Option<String>,
+    reduction: Reduction,
 }
 
 /// `images` in at most `n` contiguous partitions of nearly equal size.
@@ -555,18 +561,6 @@ fn collate(found: Vec<TaskReport>, expected: &[usize]) -> Result<Vec<TaskReport>
         .into_iter()
         .map(|(p, r)| r.ok_or_else(|| EngineError::Task(format!("partition {p} never reported"))))
         .collect()
-}
-
-/// Merges the `n` partial sums staged by the featurize plan (fetched 8 at a time).
-async fn merge_sums(staged: &Location, n: usize) -> Result<PartialSums, EngineError> {
-    let mut total = PartialSums::new(FEATURES);
-    let mut fetched = futures::stream::iter(0..n)
-        .map(|p| async move { staged.get_rel(&sums_name(p)).await })
-        .buffered(8);
-    while let Some(bytes) = fetched.try_next().await? {
-        total.merge(&PartialSums::from_bytes(&bytes)?)?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@
 //!   name, I/O runtime); [`sink`]: one Parquet part, streamed to the store; [`weights`]: which
 //!   weights a plan uses, loaded once per process.
 //!
-//! Every plan is map-only (no shuffle); the only exchange is the PCA partial sums, merged by
-//! the caller.
+//! Every plan is map-only (no shuffle); the only exchange is the PCA partial sums, one
+//! snapshot per process ([`reduction`]), merged by the caller.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), fruits_engine::EngineError> {
@@ -49,6 +49,7 @@ pub mod extract;
 pub mod featurize;
 pub mod plan;
 pub mod process;
+pub mod reduction;
 pub mod report;
 pub mod result;
 pub mod sink;

@@ -1,6 +1,7 @@
 //! A published result read back: its `_SUCCESS` manifest and its rows, for the commands that
 //! consume features (`fruits train`).
 
+use arrow::array::RecordBatch;
 use fruits_pca::PcaModel;
 use fruits_store::{Location, SUCCESS};
 use futures::TryStreamExt;
@@ -125,12 +126,25 @@ pub async fn read_parts(
     Ok(rows)
 }
 
-/// Calls `visit` with every batch of the parts `names` at `at`, in order, and the number of
-/// rows before it: for readers that keep less than every row (bounded memory).
+/// Calls `visit` with every batch of the result parts `names` at `at`, in order, and the
+/// number of rows before it: for readers that keep less than every row (bounded memory).
 pub async fn visit_parts(
     at: &Location,
     names: &[String],
     mut visit: impl FnMut(&OutputRows<'_>, usize) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    visit_batches(at, names, |batch, before| {
+        visit(&OutputRows::try_from(batch)?, before)
+    })
+    .await
+}
+
+/// Calls `visit` with every batch of the Parquet files `names` at `at`, in order, and the
+/// number of rows before it.
+pub async fn visit_batches(
+    at: &Location,
+    names: &[String],
+    mut visit: impl FnMut(&RecordBatch, usize) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     let mut before = 0;
     for name in names {
@@ -148,7 +162,7 @@ pub async fn visit_parts(
             .and_then(|b| b.build())
             .map_err(|e| fail(&e))?;
         while let Some(batch) = stream.try_next().await.map_err(|e| fail(&e))? {
-            visit(&OutputRows::try_from(&batch)?, before)?;
+            visit(&batch, before)?;
             before += batch.num_rows();
         }
     }

@@ -170,7 +170,8 @@ fn cluster_result_equals_the_in_process_result() {
     succeed(local);
     let mut remote = fruits(&server, cache.path(), &common);
     remote.args(["--output", "s3://fruits/cluster", "--cluster", &url]);
-    remote.args(["--images-per-task", "4"]);
+    // 13 tasks of at most 2 images, on 2 executors.
+    remote.args(["--images-per-task", "2"]);
     let out = succeed(remote);
 
     let stdout = text(&out.stdout);
@@ -191,6 +192,24 @@ fn cluster_result_equals_the_in_process_result() {
     assert_same_result(&a, &b, 1e-5);
     let errors = std::fs::read_to_string(bucket.join("cluster/_errors.json")).unwrap();
     assert!(errors.contains("broken.jpg"), "{errors}");
+
+    // The PCA reduction moved one partial-sums snapshot per executor process (or a few, if
+    // one paused between tasks), not one per task: 13 tasks used to store 13 x 13.1 MB.
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bucket.join("cluster/_SUCCESS")).unwrap()).unwrap();
+    let reduction = &success["reduction"];
+    let (objects, bytes) = (
+        reduction["objects"].as_u64().unwrap(),
+        reduction["bytes"].as_u64().unwrap(),
+    );
+    println!("reduction: {reduction} for 13 tasks");
+    assert_eq!(reduction["recomputed"], 0, "{reduction}");
+    assert!((2..=4).contains(&objects), "{reduction}");
+    let sums = 16 + 8 * 1280 * 1281;
+    assert!(
+        bytes >= objects * sums && bytes < objects * (sums + 1024),
+        "{reduction}"
+    );
 
     // A client that does not know the cluster's token is refused, in one line.
     let mut stranger = fruits(&server, cache.path(), &common);
@@ -277,7 +296,7 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
         let staged = server
             .objects("fruits")
             .iter()
-            .filter(|o| o.contains("_temporary") && o.contains("_sums/"))
+            .filter(|o| o.contains("_temporary") && o.contains("_reports/"))
             .count();
         if staged >= 4 {
             break;
@@ -319,6 +338,11 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
         .filter(|o| !["out/_SUCCESS", "out/_errors.json", "out/_report.html"].contains(&o.as_str()))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+    // The killed executor's sums died with it: its partitions were summed again from their
+    // staged features (or it had flushed them), and the result above is whole either way.
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bucket.join("out/_SUCCESS")).unwrap()).unwrap();
+    println!("reduction after a lost executor: {}", success["reduction"]);
 }
 
 #[test]

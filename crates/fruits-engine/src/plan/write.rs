@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::{external, only_child, properties, unary_node};
 use crate::error::EngineError;
 use crate::process::worker_name;
+use crate::reduction::Running;
 use crate::sink::PartWriter;
 use crate::store::{Store, StoreRef};
-use crate::vocab::names::{part_name, report_name, sums_name, FEATURES_DIR};
+use crate::vocab::names::{part_name, report_name, FEATURES_DIR};
 use crate::vocab::schema::{
     features_schema, output_schema, partition_of, report_schema, FeatureRows, FeaturizedRows,
     OutputRows,
@@ -139,15 +140,25 @@ impl ExecutionPlan for WriteExec {
         let progress = self.progress.clone();
         let report = futures::stream::once(async move {
             let (p, input) = first_partition(input).await?;
-            let report = match kind {
-                WriteKind::Features => write_features(p, input, &staged, progress.as_deref()).await,
-                WriteKind::Output => write_output(p, input, &staged).await,
-            }
-            .map_err(|e| DataFusionError::Execution(format!("partition {p}: {e}")))?;
+            let fail = |e: EngineError| DataFusionError::Execution(format!("partition {p}: {e}"));
+            let (report, sums) = match kind {
+                WriteKind::Features => {
+                    let running = Running::start(&staged);
+                    let (report, sums) = write_features(p, input, &staged, progress.as_deref())
+                        .await
+                        .map_err(fail)?;
+                    (report, Some((running, sums)))
+                }
+                WriteKind::Output => (write_output(p, input, &staged).await.map_err(fail)?, None),
+            };
             staged
                 .put_rel(&report_name(kind, p), report.to_json())
                 .await
                 .map_err(external)?;
+            // Part and report are durable: the partition's sums join the process's.
+            if let Some((running, sums)) = sums {
+                running.done(p, &sums).map_err(fail)?;
+            }
             report.to_batch()
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -178,13 +189,13 @@ async fn first_partition(
     Ok((p, Box::pin(RecordBatchStreamAdapter::new(schema, rest))))
 }
 
-/// Featurised rows to a staged part, the partition's PCA partial sums beside it.
+/// Featurised rows to a staged part; returns the partition's report and PCA partial sums.
 async fn write_features(
     p: usize,
     mut stream: SendableRecordBatchStream,
     staged: &Location,
     progress: Option<&Progress>,
-) -> std::result::Result<TaskReport, EngineError> {
+) -> std::result::Result<(TaskReport, PartialSums), EngineError> {
     let mut writer = PartWriter::create(staged, &part_name(FEATURES_DIR, p), features_schema())?;
     let mut sums = PartialSums::new(FEATURES);
     let mut skipped = Vec::new();
@@ -237,8 +248,7 @@ async fn write_features(
         }
     }
     let rows = writer.close().await?;
-    staged.put_rel(&sums_name(p), sums.to_bytes()).await?;
-    Ok(TaskReport {
+    let report = TaskReport {
         partition: p,
         rows,
         images,
@@ -246,7 +256,8 @@ async fn write_features(
         labels: labels.into_iter().collect(),
         worker: worker_name(),
         weights,
-    })
+    };
+    Ok((report, sums))
 }
 
 /// Projected rows to a final part.

@@ -64,11 +64,6 @@ pub fn parse_report_file(kind: WriteKind, file: &str) -> Option<usize> {
     (report_file(kind, p) == file).then_some(p)
 }
 
-/// Name of partition `p`'s PCA partial sums.
-pub fn sums_name(p: usize) -> String {
-    format!("{SUMS_DIR}/part-{p:05}.sums")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,9 @@ pub struct Summary {
     /// ([`fruits_model::MobileNetV2::weights_hash`]); a classifier trained on the rows records it.
     #[serde(default)]
     pub weights: Option<String>,
+    /// What the PCA reduction moved.
+    #[serde(default)]
+    pub reduction: Reduction,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
     pub skipped_sample: Vec<Skipped>,
@@ -94,4 +97,15 @@ impl Summary {
     pub fn images_per_second(&self) -> f64 {
         self.images as f64 / self.seconds.total.max(1e-9)
     }
+}
+
+/// What the PCA reduction moved through the store (see `crate::reduction`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reduction {
+    /// Partial-sums snapshots read.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Partitions summed again from their staged features (lost or overlapping snapshots).
+    pub recomputed: u64,
 }
