@@ -280,7 +280,7 @@ async fn checks(
     let n = here.sampled();
     let labels: Vec<&str> = (0..n).map(|i| here.label(i)).collect();
     let found = match Rows::new(&here.features, d, &labels) {
-        Ok(rows) => fruits_checks::check(&rows, &settings),
+        Ok(rows) => compute(|| fruits_checks::check(&rows, &settings)),
         Err(_) => Default::default(),
     };
     let mut method = format!(
@@ -328,7 +328,8 @@ async fn checks(
         .collect();
     let leakage = compare.map(|other| {
         let there = &other.rows;
-        let pairs = fruits_checks::leakage(&there.features, &here.features, d, &settings);
+        let pairs =
+            compute(|| fruits_checks::leakage(&there.features, &here.features, d, &settings));
         let photos = there.sampled();
         Leakage {
             compare: other.uri.clone(),
@@ -358,16 +359,22 @@ async fn checks(
     }
 }
 
-/// Splits photos with identical features into groups of identical bytes (read from the
-/// inputs; a photo that cannot be read is left out).
+/// Runs the checks' arithmetic (seconds to minutes of CPU) off the async worker threads
+/// where the runtime has others to hand its tasks to.
+fn compute<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Splits photos with identical features into groups of identical bytes, read from the
+/// inputs. Photos that cannot be read (their input is gone) stay grouped by their features.
 async fn same_bytes(paths: &[&str], inputs: &[Location]) -> Vec<Vec<String>> {
-    let mut by: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    let mut by: BTreeMap<Option<Vec<u8>>, Vec<String>> = BTreeMap::new();
     for p in paths {
-        if let Some(bytes) = photo(p, inputs).await {
-            by.entry(Sha256::digest(&bytes).to_vec())
-                .or_default()
-                .push(p.to_string());
-        }
+        let hash = photo(p, inputs).await.map(|b| Sha256::digest(&b).to_vec());
+        by.entry(hash).or_default().push(p.to_string());
     }
     by.into_values().filter(|g| g.len() > 1).collect()
 }
