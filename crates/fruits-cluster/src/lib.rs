@@ -57,6 +57,9 @@ pub mod defaults {
     pub const IMAGES_PER_TASK: usize = 512;
     /// Seconds one job may take before it is abandoned and retried once.
     pub const JOB_TIMEOUT_S: u64 = 6 * 3600;
+    /// Seconds an executor told to stop (SIGTERM, Ctrl-C) gives Ballista's own shutdown
+    /// (finish running tasks, tell the scheduler) before it exits anyway.
+    pub const STOP_GRACE_S: u64 = 10;
 }
 
 use auth::ClusterToken;
@@ -288,14 +291,43 @@ pub async fn run_executor(
         override_execution_engine: Some(Arc::new(guard::FruitsOnly::default())),
         ..ExecutorProcessConfig::default()
     };
+    let named = id.clone();
     tokio::spawn(async move {
         while !health.is_ready() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        ready(&id);
+        ready(&named);
     });
-    start_executor_process(Arc::new(config)).await?;
+    // Ballista's executor stops on SIGTERM or Ctrl-C only once the scheduler has heard of it,
+    // so it would wait on an unreachable scheduler for as long as its connections hang:
+    // past the grace period, the executor exits anyway.
+    tokio::select! {
+        ended = start_executor_process(Arc::new(config)) => ended?,
+        () = stop_requested(Duration::from_secs(defaults::STOP_GRACE_S)) => {
+            eprintln!(
+                "fruits executor {id}: stopped {} s after the stop signal, its shutdown unfinished (scheduler unreachable?)",
+                defaults::STOP_GRACE_S
+            );
+        }
+    }
     Ok(())
+}
+
+/// Completes `grace` after the process is told to stop (SIGTERM or Ctrl-C).
+async fn stop_requested(grace: Duration) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tokio::time::sleep(grace).await;
 }
 
 /// An [`Engine`] that runs plans on a Ballista cluster through its scheduler.

@@ -325,12 +325,14 @@ fn run(cli: Cli) -> Result<()> {
                 token: a.token.load()?,
             };
             let scheduler = opts.scheduler.clone();
-            rt.block_on(fruits_cluster::run_executor(opts, move |id| {
+            let ended = rt.block_on(fruits_cluster::run_executor(opts, move |id| {
                 println!(
                     "fruits executor {id} registered with {scheduler}, concurrency {concurrency}"
                 );
-            }))?;
-            Ok(())
+            }));
+            // Tasks still blocked on an unreachable scheduler are not waited for.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            Ok(ended?)
         }
         Command::Weights {
             command: WeightsCommand::Fetch { url, force },
