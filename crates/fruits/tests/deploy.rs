@@ -151,3 +151,91 @@ fn the_units_command_lines_start_a_cluster() {
         );
     }
 }
+
+/// `fruits SUBCOMMAND --help`.
+fn help(subcommand: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fruits"))
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fruits {subcommand} --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every `fruits` command line in the compose file and the Kubernetes manifests.
+fn container_commands(docs: &serde_json::Value) -> Vec<Vec<String>> {
+    let words = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut found = Vec::new();
+    let mut visit = vec![docs];
+    while let Some(v) = visit.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    if (k == "command" || k == "args") && child.is_array() {
+                        found.push(words(child));
+                    } else {
+                        visit.push(child);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => visit.extend(items),
+            _ => {}
+        }
+    }
+    found
+}
+
+#[test]
+fn container_files_are_well_formed_and_use_flags_fruits_has() {
+    let Some(python) = std::env::var_os("FRUITS_PYTHON") else {
+        fruits_testkit::skip("FRUITS_PYTHON (a python with PyYAML) not set");
+        return;
+    };
+    let files = [
+        deploy().join("compose.yaml"),
+        deploy().join("kubernetes/fruits.yaml"),
+    ];
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([list(yaml.safe_load_all(open(f))) for f in sys.argv[1:]]))",
+        ])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands = container_commands(&docs);
+    let subcommands: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    for want in ["scheduler", "executor", "extract"] {
+        assert!(subcommands.contains(&want), "no {want} in {subcommands:?}");
+    }
+    for command in &commands {
+        let text = help(&command[0]);
+        for flag in command.iter().filter(|w| w.starts_with("--")) {
+            assert!(
+                text.contains(flag.as_str()),
+                "fruits {} has no {flag}",
+                command[0]
+            );
+        }
+    }
+    // The image runs the binary the units name, as the user they name.
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/fruits\"]"));
+    assert!(dockerfile.contains("USER fruits"));
+    assert_eq!(
+        exec_start("fruits-executor.service")[0],
+        "/usr/local/bin/fruits"
+    );
+}
