@@ -110,11 +110,11 @@ impl Drop for Running {
             }
             acc.events
         };
-        let (staged, key) = (self.staged.clone(), self.key.clone());
+        let staged = self.staged.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 tokio::time::sleep(FLUSH_DELAY).await;
-                flush(&staged, &key, Some(events)).await;
+                flush(&staged, Some(events)).await;
             });
         }
     }
@@ -122,12 +122,13 @@ impl Drop for Running {
 
 /// Writes this process's accumulator for the run at `staged` as a snapshot, if no task of the
 /// run runs here (and, with `events`, nothing happened since).
-async fn flush(staged: &Location, key: &str, events: Option<u64>) {
+async fn flush(staged: &Location, events: Option<u64>) {
+    let key = staged.uri();
     let taken = {
         let mut all = accumulators();
-        match all.get(key) {
+        match all.get(&key) {
             Some(acc) if acc.running == 0 && events.is_none_or(|e| e == acc.events) => {
-                all.remove(key)
+                all.remove(&key)
             }
             _ => None,
         }
@@ -153,7 +154,7 @@ async fn flush(staged: &Location, key: &str, events: Option<u64>) {
 /// Flushes this process's accumulator for the run at `staged` now (an in-process run, whose
 /// tasks have all ended, need not wait [`FLUSH_DELAY`]).
 pub async fn flush_now(staged: &Location) {
-    flush(staged, &staged.uri(), None).await;
+    flush(staged, None).await;
 }
 
 fn encode(partitions: &BTreeSet<usize>, sums: &PartialSums) -> Vec<u8> {

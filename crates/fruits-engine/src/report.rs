@@ -16,7 +16,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
-use crate::result::{manifest_parts, read_manifest, read_pca, visit_parts};
+use crate::result::{read_manifest, read_pca, visit_parts};
 use crate::vocab::names::{ERRORS_FILE, PCA_DIR, REPORT_FILE};
 use crate::vocab::schema::list_values;
 use crate::vocab::summary::Summary;
@@ -116,9 +116,10 @@ impl Subject {
     pub async fn read(uri: &str, s3: &S3Settings) -> Result<Subject, EngineError> {
         let at = Location::parse_with(uri, s3)?;
         let manifest = read_manifest(&at).await?;
-        let summary: Summary = serde_json::from_value(manifest.clone())
+        let summary: Summary = serde_json::from_value(manifest)
             .map_err(|e| EngineError::Task(format!("{uri}/_SUCCESS: {e}")))?;
-        let rows = Sampled::read(&at, &manifest_parts(&manifest), summary.rows as usize).await?;
+        let parts: Vec<String> = summary.files.iter().map(|f| f.name.clone()).collect();
+        let rows = Sampled::read(&at, &parts, summary.rows as usize).await?;
         let skipped = match at.get_rel(ERRORS_FILE).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| EngineError::Task(format!("{uri}/{ERRORS_FILE}: {e}")))?,

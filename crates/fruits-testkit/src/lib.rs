@@ -50,6 +50,15 @@ pub fn shared(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// Sends signal `sig` (`libc::SIGTERM`, ...) to the child process `child`; panics if kill(2)
+/// fails.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) takes plain integers. `child` is a `Child` borrowed from its owner, so
+    // it has not been reaped: its pid names that process and no other.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
 /// Encodes an RGB buffer as a baseline JPEG (quality 95, 4:2:0).
 pub fn encode_jpeg(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
     let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);

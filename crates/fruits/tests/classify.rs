@@ -4,31 +4,16 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use fruits_classify::Classifier;
 
 mod browser;
+mod run;
 
-fn fruits(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fruits"))
-        .args(args)
-        .env_remove("FRUITS_WEIGHTS")
-        .env("XDG_CACHE_HOME", "/nonexistent-fruits-cache")
-        .output()
-        .expect("run fruits")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
+use run::{fruits, ok, text};
 
 /// `extract` of `photos` with `weights` into `<root>/features`, then `train` into
 /// `<root>/model`; returns both folders and what `train` printed.
@@ -123,10 +108,6 @@ impl Server {
             .trim_end_matches('/')
             .to_string();
         Server { child, url }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
     }
 }
 
@@ -446,8 +427,7 @@ fn sigterm_answers_every_accepted_request_then_exits_0() {
             .collect();
         // Every request is on its way (one worker, so most still wait in the queue).
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: a plain kill(2) of our own child process.
-        assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+        fruits_testkit::signal(&server.child, libc::SIGTERM);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");

@@ -369,12 +369,11 @@ fn sigterm_stops_an_executor_even_when_its_scheduler_is_unreachable() {
     };
     let cache = tempfile::tempdir().unwrap();
     let (mut procs, _, _) = cluster(&server, cache.path(), 1);
-    let (scheduler, executor) = (procs[0].0.id() as i32, procs[1].0.id() as i32);
     // The scheduler hangs (its connections stay open, nothing answers), as behind a lost link.
-    signal(scheduler, libc::SIGSTOP);
+    fruits_testkit::signal(&procs[0].0, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(500));
     let asked = Instant::now();
-    signal(executor, libc::SIGTERM);
+    fruits_testkit::signal(&procs[1].0, libc::SIGTERM);
     let grace = Duration::from_secs(fruits_cluster::defaults::STOP_GRACE_S);
     let status = loop {
         if let Some(status) = procs[1].0.try_wait().unwrap() {
@@ -386,7 +385,7 @@ fn sigterm_stops_an_executor_even_when_its_scheduler_is_unreachable() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    signal(scheduler, libc::SIGCONT);
+    fruits_testkit::signal(&procs[0].0, libc::SIGCONT);
     assert!(status.success(), "{status}");
     println!(
         "executor stopped {:.1} s after SIGTERM",
@@ -395,7 +394,7 @@ fn sigterm_stops_an_executor_even_when_its_scheduler_is_unreachable() {
     // A scheduler that answers lets it stop at once.
     let (mut procs, _, _) = cluster(&server, cache.path(), 1);
     let asked = Instant::now();
-    signal(procs[1].0.id() as i32, libc::SIGTERM);
+    fruits_testkit::signal(&procs[1].0, libc::SIGTERM);
     let status = procs[1].0.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(
@@ -403,11 +402,4 @@ fn sigterm_stops_an_executor_even_when_its_scheduler_is_unreachable() {
         "{:?}",
         asked.elapsed()
     );
-}
-
-/// Sends `sig` to the child process `pid`.
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) takes plain integers; `pid` is a child this test started and has not
-    // reaped, so it names that process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
 }

@@ -141,8 +141,7 @@ fn the_units_command_lines_start_a_cluster() {
     );
     // systemd stops them with SIGTERM: both exit.
     for child in [&mut e, &mut s] {
-        // SAFETY: kill(2) of a child this test started and has not reaped.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        fruits_testkit::signal(child, libc::SIGTERM);
         let status = child.wait().unwrap();
         assert!(
             status.success()

@@ -4,25 +4,12 @@
 //! console error and no network request.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 mod browser;
+mod run;
 
-fn fruits(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fruits"))
-        .args(args)
-        .env_remove("FRUITS_WEIGHTS")
-        .env("XDG_CACHE_HOME", "/nonexistent-fruits-cache")
-        .output()
-        .expect("run fruits")
-}
-
-fn ok(out: Output) -> String {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
+use run::{fruits, ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
