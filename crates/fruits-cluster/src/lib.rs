@@ -29,11 +29,13 @@ use arrow::array::RecordBatch;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::BallistaCodec;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_executor::health::ExecutorHealth;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
-use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_process::start_grpc_service_with_listener;
+use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
@@ -44,6 +46,8 @@ use futures::TryStreamExt;
 pub mod auth;
 pub mod codec;
 pub mod guard;
+pub mod jobs;
+pub mod status;
 
 /// The cluster's defaults: the command line shows and uses these, and so does the library.
 pub mod defaults {
@@ -60,9 +64,21 @@ pub mod defaults {
     /// Seconds an executor told to stop (SIGTERM, Ctrl-C) gives Ballista's own shutdown
     /// (finish running tasks, tell the scheduler) before it exits anyway.
     pub const STOP_GRACE_S: u64 = 10;
+    /// Seconds a client waits for a scheduler without executors to get one before it gives up.
+    pub const EXECUTOR_WAIT_S: u64 = 30;
 }
 
 use auth::ClusterToken;
+
+/// The log a cluster process writes when `RUST_LOG` does not say otherwise (a `tracing`
+/// filter): errors, and one line per task (executors) or job (scheduler) with its duration.
+pub fn default_log_filter() -> String {
+    format!(
+        "error,{}=info,{}=info",
+        fruits_engine::plan::TASK_LOG,
+        jobs::TARGET
+    )
+}
 
 /// The largest message between client and scheduler: a featurize plan carries the path of
 /// every image (about 70 bytes each), so Ballista's 16 MiB default would stop near 200,000.
@@ -177,8 +193,19 @@ pub async fn run_scheduler(
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await?;
-    let scheduler =
-        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
+    // Ballista's `create_scheduler`, with fruits' codec and job log.
+    let codec = BallistaCodec::new(
+        Arc::new(ballista_core::serde::BallistaLogicalExtensionCodec::default()),
+        Arc::new(FruitsCodec::new(opts.token.clone())),
+    );
+    let mut scheduler = SchedulerServer::<LogicalPlanNode, PhysicalPlanNode>::new(
+        config.scheduler_endpoint(),
+        cluster,
+        codec,
+        Arc::new(config),
+        Arc::new(jobs::JobLog::new()?),
+    );
+    scheduler.init().await?;
     ready(local);
     start_grpc_service_with_listener(listener, scheduler).await?;
     Ok(())
@@ -379,10 +406,44 @@ impl Cluster {
         self
     }
 
+    /// What the scheduler knows of its executors ([`status::executors`]).
+    pub async fn executors(&self) -> Result<Vec<status::ExecutorState>, ClusterError> {
+        status::executors(self.scheduler).await
+    }
+
+    /// Waits (at most [`defaults::EXECUTOR_WAIT_S`]) for the scheduler to have an executor:
+    /// Ballista keeps a job for an empty cluster queued for ever.
+    async fn await_executor(&self) -> Result<(), EngineError> {
+        let fail = |message: String, retryable| EngineError::Cluster { message, retryable };
+        let until = std::time::Instant::now() + Duration::from_secs(defaults::EXECUTOR_WAIT_S);
+        loop {
+            let known = self
+                .executors()
+                .await
+                .map_err(|e| fail(e.to_string(), true))?;
+            if !known.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return Err(fail(
+                    format!(
+                        "the scheduler at {} has no executors (waited {} s): start `fruits executor --scheduler {}`",
+                        self.url,
+                        defaults::EXECUTOR_WAIT_S,
+                        self.scheduler
+                    ),
+                    false,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn run_once(
         &self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<Vec<RecordBatch>, EngineError> {
+        self.await_executor().await?;
         let codec = FruitsCodec::new(self.token.clone());
         let session_id = format!("fruits-{}", std::process::id());
         let session = SessionConfig::new_with_ballista()
@@ -405,6 +466,16 @@ fn explain(url: &str, e: &EngineError) -> (String, bool) {
     let text = e.to_string().replace('\n', " ");
     if text.contains("version mismatch") || text.contains("cluster's token") {
         return (text, false);
+    }
+    // Ballista fails a running job once every executor is lost for its grace period.
+    if let Some(at) = text.find("all executors were lost") {
+        return (
+            format!(
+                "the cluster at {url}: {}",
+                text[at..].trim_end_matches(|c: char| c == '"' || c == ')')
+            ),
+            false,
+        );
     }
     if text.contains("BallistaPhysicalPlanNode") || text.contains("is not provided for scalar") {
         return (
@@ -431,6 +502,7 @@ impl Engine for Cluster {
             let (message, retryable) =
                 match tokio::time::timeout(self.job_timeout, self.run_once(plan)).await {
                     Ok(Ok(batches)) => return Ok(batches),
+                    Ok(Err(e @ EngineError::Cluster { .. })) => return Err(e),
                     Ok(Err(e)) => explain(&self.url, &e),
                     Err(_) => (format!("no result within {:?}", self.job_timeout), true),
                 };

@@ -6,6 +6,7 @@
 //! * [`synthetic_weights`] writes a complete set of seeded MobileNetV2 `.npy` tensors (the
 //!   names and shapes from `fruits_model::tensor_shapes`).
 //! * [`S3Server`], [`flaky_proxy`], [`serve_http`]: real servers on loopback.
+//! * [`hosts::Network`]: separate hosts (network namespaces) on one machine, for the cluster.
 //! * [`damaged_jpegs`]: a seeded corpus of damaged photos.
 //! * `read_rows` (feature `parquet`): a result's rows, for the crates whose tests read one;
 //!   the others do not compile arrow and parquet for their tests.
@@ -18,6 +19,8 @@
 //! ```
 
 #![deny(missing_docs)]
+
+pub mod hosts;
 
 use std::path::{Path, PathBuf};
 
@@ -186,7 +189,7 @@ pub fn serve_http(body: Vec<u8>, requests: usize) -> String {
 }
 
 /// A real S3-protocol server (`s3s-fs`, SigV4 auth, objects stored as files) on a free loopback
-/// port, stopped when dropped.
+/// port (or on a host of a [`hosts::Network`]), stopped when dropped.
 pub struct S3Server {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
@@ -205,20 +208,7 @@ impl S3Server {
     /// Starts `s3s-fs` ($FRUITS_S3S_FS, else on PATH, else where `.ci/run` installs it), or
     /// says why the calling test skips (see [`skip`]) and returns `None`.
     pub fn start() -> Option<S3Server> {
-        let candidates = [
-            std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from),
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("s3s-fs"))
-                    .find(|p| p.is_file())
-            }),
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
-        ];
-        let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
-            skip("s3s-fs not found (cargo install s3s-fs --version 0.14.1 --features binary, or set FRUITS_S3S_FS)");
-            return None;
-        };
+        let bin = S3Server::binary()?;
         let dir = tempfile::tempdir().expect("server folder");
         let root = dir.path().to_path_buf();
         // A free port can be taken by someone else before the server binds it: then the server
@@ -261,6 +251,54 @@ impl S3Server {
             let _ = child.wait();
         }
         panic!("s3s-fs did not start (tried 10 ports)");
+    }
+
+    /// The `s3s-fs` program, or `None` after saying why the calling test skips.
+    fn binary() -> Option<PathBuf> {
+        let candidates = [
+            std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from),
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("s3s-fs"))
+                    .find(|p| p.is_file())
+            }),
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/fruits-ci/tools/bin/s3s-fs")),
+        ];
+        let found = candidates.into_iter().flatten().find(|p| p.is_file());
+        if found.is_none() {
+            skip("s3s-fs not found (cargo install s3s-fs --version 0.14.1 --features binary, or set FRUITS_S3S_FS)");
+        }
+        found
+    }
+
+    /// Starts `s3s-fs` on host `host` of `network`, port 9000 of its address; `None` as for
+    /// [`S3Server::start`].
+    pub fn start_on(network: &hosts::Network, host: &str) -> Option<S3Server> {
+        let bin = S3Server::binary()?;
+        let dir = tempfile::tempdir().expect("server folder");
+        let root = dir.path().to_path_buf();
+        let addr = std::net::SocketAddrV4::new(network.host(host).addr, 9000);
+        let mut child = network
+            .command(host, &bin)
+            .args(["--host", &addr.ip().to_string(), "--port", "9000"])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        if !network.reachable(host, addr, std::time::Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("s3s-fs did not start on {addr}");
+        }
+        Some(S3Server {
+            child,
+            endpoint: format!("http://{addr}"),
+            root,
+            _dir: dir,
+        })
     }
 
     /// Creates an empty bucket.

@@ -54,6 +54,8 @@ enum Command {
     /// Run a Ballista executor that knows the fruits plans; it reads images and weights
     /// directly from the store.
     Executor(ExecutorArgs),
+    /// List the executors a `fruits scheduler` knows, with their last heartbeat.
+    Status(StatusArgs),
     /// Manage the model weights.
     Weights {
         #[command(subcommand)]
@@ -186,6 +188,16 @@ struct ExecutorArgs {
     token: TokenArgs,
 }
 
+#[derive(Args)]
+struct StatusArgs {
+    /// The scheduler: `df://HOST:PORT`.
+    #[arg(long, value_name = "URL")]
+    cluster: String,
+    /// Print the executors as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
 /// S3 settings; each overrides its AWS_* environment variable.
 #[derive(Args, Clone, Default)]
 pub(crate) struct S3Args {
@@ -237,13 +249,6 @@ struct ProjectArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
@@ -252,6 +257,20 @@ fn main() {
         }
         Err(e) => e.exit(),
     };
+    // Cluster processes log a line per task or job, a server its errors. The other commands
+    // report their errors themselves, in one line (`RUST_LOG` shows the libraries' logs).
+    let log = match cli.command {
+        Command::Scheduler(_) | Command::Executor(_) => fruits_cluster::default_log_filter(),
+        Command::Serve(_) => "error".to_string(),
+        _ => "off".to_string(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| log.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     if let Err(e) = run(cli) {
         eprintln!("fruits: error: {}", one_line(&e));
         std::process::exit(1);
@@ -334,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
             rt.shutdown_timeout(Duration::from_secs(1));
             Ok(ended?)
         }
+        Command::Status(a) => status(&a),
         Command::Weights {
             command: WeightsCommand::Fetch { url, force },
         } => {
@@ -354,6 +374,50 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fruits status`: the scheduler's executors, one line each.
+fn status(a: &StatusArgs) -> Result<()> {
+    let rt = runtime(1)?;
+    let executors = rt.block_on(async {
+        let hostport = a.cluster.strip_prefix("df://").unwrap_or(&a.cluster);
+        let addr = tokio::net::lookup_host(hostport)
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .with_context(|| format!("invalid scheduler address {}", a.cluster))?;
+        anyhow::Ok(fruits_cluster::status::executors(addr).await?)
+    })?;
+    if a.json {
+        for e in &executors {
+            let line = serde_json::json!({
+                "id": e.id,
+                "host": e.host,
+                "port": e.port,
+                "vcores": e.vcores,
+                "silent_s": e.silent_for.map(|d| d.as_secs_f64()),
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let n = executors.len();
+    println!(
+        "{}: {n} executor{}",
+        a.cluster,
+        if n == 1 { "" } else { "s" }
+    );
+    for e in &executors {
+        let heard = match e.silent_for {
+            Some(d) => format!("last heartbeat {:.0} s ago", d.as_secs_f64()),
+            None => "no heartbeat yet".to_string(),
+        };
+        println!(
+            "  {}  at {}:{}  {} task slots  {heard}",
+            e.id, e.host, e.port, e.vcores
+        );
+    }
+    Ok(())
 }
 
 /// A tokio runtime for `threads` compute partitions, plus one worker that keeps reads and

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fruits_testkit::{read_rows, Row, S3Server};
+mod results;
+
+use fruits_testkit::{read_rows, S3Server};
+use results::{assert_same_result, workers};
 
 /// The test cluster's shared secret.
 const TOKEN: &str = "test-cluster-token-0123456789";
@@ -105,41 +108,6 @@ fn succeed(mut cmd: Command) -> Output {
     let out = cmd.output().expect("run fruits");
     assert!(out.status.success(), "{}", text(&out.stderr));
     out
-}
-
-/// Images per worker (by name), from the summary's `ran on cluster` lines.
-fn workers(stdout: &str) -> std::collections::BTreeMap<String, u64> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let (name, n) = l
-                .strip_prefix("  ")?
-                .strip_suffix(" images")?
-                .rsplit_once(": ")?;
-            Some((name.to_string(), n.parse().unwrap()))
-        })
-        .collect()
-}
-
-/// Same rows, identical features, PCA equal to `tol` up to the sign of each component.
-fn assert_same_result(a: &[Row], b: &[Row], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    let k = a[0].3.len();
-    for j in 0..k {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| (x.3[j] * y.3[j]) as f64).sum();
-        let sign = if dot < 0.0 { -1.0 } else { 1.0 };
-        for (x, y) in a.iter().zip(b) {
-            assert!(
-                (x.3[j] - sign * y.3[j]).abs() < tol,
-                "component {j} of {}",
-                x.0
-            );
-        }
-    }
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!((&x.0, &x.1), (&y.0, &y.1));
-        assert_eq!(x.2, y.2, "features of {}", x.0);
-    }
 }
 
 #[test]

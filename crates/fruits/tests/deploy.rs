@@ -2,41 +2,14 @@
 //! command lines, with the variables of `fruits.env`, start a real scheduler and a real
 //! executor that registers with it; the settings file names every variable the units use.
 
+mod units;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
-/// `KEY=value` lines of an environment file (comments and blank lines skipped).
-fn env_file(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!("not KEY=value: {l}"));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-/// The words of a unit's `ExecStart`, with `${VAR}` as they are (one word each, as systemd
-/// splits them).
-fn exec_start(unit: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(deploy().join("systemd").join(unit)).unwrap();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap_or_else(|| panic!("{unit} has no ExecStart"));
-    line.split_whitespace().map(str::to_string).collect()
-}
+use units::{deploy, env_file, exec_start};
 
 /// The variables `${VAR}` a command line uses.
 fn variables(words: &[String]) -> Vec<String> {
@@ -46,23 +19,9 @@ fn variables(words: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a unit's command line as systemd would: `/usr/local/bin/fruits` is the binary under
-/// test, `${VAR}` comes from `env`, and paths below /etc/fruits and /var/lib/fruits are moved
-/// into `root`.
+/// Runs a unit's command line as systemd would ([`units::args`]).
 fn start_unit(unit: &str, env: &BTreeMap<String, String>, root: &Path) -> (Child, String) {
-    let words = exec_start(unit);
-    assert_eq!(words[0], "/usr/local/bin/fruits", "{unit}");
-    let args: Vec<String> = words[1..]
-        .iter()
-        .map(
-            |w| match w.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-                Some(var) => env[var].clone(),
-                None => w
-                    .replace("/etc/fruits", &root.join("etc").display().to_string())
-                    .replace("/var/lib/fruits", &root.join("lib").display().to_string()),
-            },
-        )
-        .collect();
+    let args = units::args(unit, env, root);
     let mut child = Command::new(env!("CARGO_BIN_EXE_fruits"))
         .args(&args)
         .envs(env)

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use feature_read::{FeatureReadExec, FeatureReadSpec};
 pub use image_read::{ImageReadExec, ImageReadSpec, Limits};
 pub use work_list::{image_list, part_list};
-pub use write::{WriteExec, WriteSpec};
+pub use write::{WriteExec, WriteSpec, TASK_LOG};
 
 /// What a fruits plan node is, apart from its input: enough to rebuild it in another process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -135,37 +135,70 @@ impl ExecutionPlan for WriteExec {
     ) -> Result<SendableRecordBatchStream> {
         let kind = self.spec.kind;
         tracing::debug!(partition, ?kind, "write");
+        let task = ctx
+            .task_id()
+            .unwrap_or_else(|| format!("partition {partition}"));
         let input = self.input.execute(partition, ctx)?;
         let staged = self.location.clone();
         let progress = self.progress.clone();
+        let started = std::time::Instant::now();
         let report = futures::stream::once(async move {
-            let (p, input) = first_partition(input).await?;
-            let fail = |e: EngineError| DataFusionError::Execution(format!("partition {p}: {e}"));
-            let (report, sums) = match kind {
-                WriteKind::Features => {
-                    let running = Running::start(&staged);
-                    let (report, sums) = write_features(p, input, &staged, progress.as_deref())
-                        .await
-                        .map_err(fail)?;
-                    (report, Some((running, sums)))
+            let done = write_partition(kind, input, &staged, progress.as_deref()).await;
+            let seconds = started.elapsed().as_secs_f64();
+            match &done {
+                Ok(r) => tracing::info!(
+                    target: TASK_LOG,
+                    "{task}: {kind:?} of partition {}: {} images, {} skipped, {} rows in {seconds:.2} s",
+                    r.partition,
+                    r.images,
+                    r.skipped.len(),
+                    r.rows
+                ),
+                Err(e) => {
+                    tracing::info!(target: TASK_LOG, "{task}: failed after {seconds:.2} s: {e}")
                 }
-                WriteKind::Output => (write_output(p, input, &staged).await.map_err(fail)?, None),
-            };
-            staged
-                .put_rel(&report_name(kind, p), report.to_json())
-                .await
-                .map_err(external)?;
-            // Part and report are durable: the partition's sums join the process's.
-            if let Some((running, sums)) = sums {
-                running.done(p, &sums).map_err(fail)?;
             }
-            report.to_batch()
+            done?.to_batch()
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             report_schema(),
             report,
         )))
     }
+}
+
+/// The `tracing` target of the one line each task writes when it ends (shown by executors).
+pub const TASK_LOG: &str = "fruits::task";
+
+/// Writes the rows of one partition and its report; the report once part and report are
+/// durable.
+async fn write_partition(
+    kind: WriteKind,
+    input: SendableRecordBatchStream,
+    staged: &Location,
+    progress: Option<&Progress>,
+) -> Result<TaskReport> {
+    let (p, input) = first_partition(input).await?;
+    let fail = |e: EngineError| DataFusionError::Execution(format!("partition {p}: {e}"));
+    let (report, sums) = match kind {
+        WriteKind::Features => {
+            let running = Running::start(staged);
+            let (report, sums) = write_features(p, input, staged, progress)
+                .await
+                .map_err(fail)?;
+            (report, Some((running, sums)))
+        }
+        WriteKind::Output => (write_output(p, input, staged).await.map_err(fail)?, None),
+    };
+    staged
+        .put_rel(&report_name(kind, p), report.to_json())
+        .await
+        .map_err(external)?;
+    // Part and report are durable: the partition's sums join the process's.
+    if let Some((running, sums)) = sums {
+        running.done(p, &sums).map_err(fail)?;
+    }
+    Ok(report)
 }
 
 /// The partition number the rows of `input` carry (every partition of a fruits plan has
