@@ -472,7 +472,7 @@ fn explain(url: &str, e: &EngineError) -> (String, bool) {
         return (
             format!(
                 "the cluster at {url}: {}",
-                text[at..].trim_end_matches(|c: char| c == '"' || c == ')')
+                text[at..].trim_end_matches(['"', ')'])
             ),
             false,
         );
