@@ -9,6 +9,8 @@
 //!   round-robin task distribution and a bounded wait for lost executors.
 //! * [`Cluster`]: a [`fruits_engine::Engine`] that submits fruits' (map-only)
 //!   physical plans to a scheduler, bounded by a timeout and retried once.
+//! * [`jobs`]: the scheduler's line per job and its Prometheus metrics; [`status`]: the
+//!   executors a scheduler knows (its REST API, on the same port).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -471,7 +473,7 @@ fn explain(url: &str, e: &EngineError) -> (String, bool) {
     if let Some(at) = text.find("all executors were lost") {
         return (
             format!(
-                "the cluster at {url}: {}",
+                "the scheduler at {url}: {}",
                 text[at..].trim_end_matches(['"', ')'])
             ),
             false,

@@ -371,3 +371,38 @@ fn sigterm_stops_an_executor_even_when_its_scheduler_is_unreachable() {
         asked.elapsed()
     );
 }
+
+#[test]
+fn a_cluster_without_executors_is_one_line_not_a_hang() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 2, 2);
+    let cache = tempfile::tempdir().unwrap();
+    let (_procs, url, _) = cluster(&server, cache.path(), 0);
+    let mut run = fruits(
+        &server,
+        cache.path(),
+        &[
+            "extract",
+            "--input",
+            "s3://fruits/Test",
+            "--output",
+            "s3://fruits/out",
+        ],
+    );
+    run.args(["--cluster", &url, "--pca-k", "2"]);
+    let started = Instant::now();
+    let out = run.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("has no executors"), "{err}");
+    let wait = Duration::from_secs(fruits_cluster::defaults::EXECUTOR_WAIT_S);
+    assert!(
+        started.elapsed() < wait + Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

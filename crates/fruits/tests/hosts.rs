@@ -364,7 +364,9 @@ fn plain_run_uses_both_executors_and_keeps_their_heartbeats() {
     assert!(tasks >= PHOTOS / 4, "{tasks} task lines");
     // The scheduler's Prometheus metrics, on its one port.
     let metrics = h.http_get("/api/metrics");
-    assert!(metrics.contains("job_completed_total"), "{metrics}");
+    assert!(metrics.contains("job_completed_total 2"), "{metrics}");
+    // The liveness probe of deploy/kubernetes.
+    assert_eq!(h.http_get("/healthz").trim(), "ok");
 }
 
 #[test]
