@@ -413,31 +413,31 @@ impl Cluster {
         status::executors(self.scheduler).await
     }
 
-    /// Waits (at most [`defaults::EXECUTOR_WAIT_S`]) for the scheduler to have an executor:
-    /// Ballista keeps a job for an empty cluster queued for ever.
-    async fn await_executor(&self) -> Result<(), EngineError> {
-        let fail = |message: String, retryable| EngineError::Cluster { message, retryable };
-        let until = std::time::Instant::now() + Duration::from_secs(defaults::EXECUTOR_WAIT_S);
+    /// Completes, with the error to report, once the scheduler has had no executor for
+    /// [`defaults::EXECUTOR_WAIT_S`] in a row: Ballista keeps a job for an empty cluster queued
+    /// for ever. A scheduler that does not answer the question is no evidence either way.
+    async fn without_executors(&self) -> EngineError {
+        let wait = Duration::from_secs(defaults::EXECUTOR_WAIT_S);
+        let mut empty_since: Option<std::time::Instant> = None;
         loop {
-            let known = self
-                .executors()
-                .await
-                .map_err(|e| fail(e.to_string(), true))?;
-            if !known.is_empty() {
-                return Ok(());
+            match self.executors().await {
+                Ok(known) if known.is_empty() => {
+                    let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= wait {
+                        return EngineError::Cluster {
+                            message: format!(
+                                "the scheduler at {} has no executors (waited {} s): start `fruits executor --scheduler {}`",
+                                self.url,
+                                defaults::EXECUTOR_WAIT_S,
+                                self.scheduler
+                            ),
+                            retryable: false,
+                        };
+                    }
+                }
+                _ => empty_since = None,
             }
-            if std::time::Instant::now() >= until {
-                return Err(fail(
-                    format!(
-                        "the scheduler at {} has no executors (waited {} s): start `fruits executor --scheduler {}`",
-                        self.url,
-                        defaults::EXECUTOR_WAIT_S,
-                        self.scheduler
-                    ),
-                    false,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -445,21 +445,26 @@ impl Cluster {
         &self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<Vec<RecordBatch>, EngineError> {
-        self.await_executor().await?;
         let codec = FruitsCodec::new(self.token.clone());
         let session_id = format!("fruits-{}", std::process::id());
         let session = SessionConfig::new_with_ballista()
             .with_ballista_grpc_client_max_message_size(MAX_MESSAGE_BYTES as usize);
-        let stream = execute_physical_plan::<PhysicalPlanNode>(
-            format!("http://{}", self.scheduler),
-            &session.ballista_config(),
-            plan,
-            &codec,
-            session_id,
-            session,
-        )
-        .await?;
-        Ok(stream.try_collect().await?)
+        let job = async {
+            let stream = execute_physical_plan::<PhysicalPlanNode>(
+                format!("http://{}", self.scheduler),
+                &session.ballista_config(),
+                plan,
+                &codec,
+                session_id,
+                session,
+            )
+            .await?;
+            Ok(stream.try_collect().await?)
+        };
+        tokio::select! {
+            done = job => done,
+            stuck = self.without_executors() => Err(stuck),
+        }
     }
 }
 
@@ -468,6 +473,19 @@ fn explain(url: &str, e: &EngineError) -> (String, bool) {
     let text = e.to_string().replace('\n', " ");
     if text.contains("version mismatch") || text.contains("cluster's token") {
         return (text, false);
+    }
+    // A connection refused or lost mid-job: Ballista's text is a transport error's debug form.
+    if text.contains("tcp connect error") {
+        let peer = match url.strip_prefix("df://") {
+            Some(addr) if text.contains(addr) => format!("the scheduler at {url}"),
+            _ => "an executor".to_string(),
+        };
+        let why = text
+            .split("message: \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("connection failed");
+        return (format!("cannot reach {peer}: {why}"), true);
     }
     // Ballista fails a running job once every executor is lost for its grace period.
     if let Some(at) = text.find("all executors were lost") {
@@ -518,5 +536,47 @@ impl Engine for Cluster {
 
     fn describe(&self) -> String {
         format!("cluster {}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(text: &str) -> EngineError {
+        EngineError::Task(text.to_string())
+    }
+
+    #[test]
+    fn a_refused_connection_names_who_could_not_be_reached() {
+        let url = "df://10.0.0.10:50050";
+        let refused = |addr: &str| {
+            failed(&format!(
+                r#"Execution error: tonic::transport::Error(Transport, ConnectError(ConnectError("tcp connect error", {addr}, Os {{ code: 111, kind: ConnectionRefused, message: "Connection refused" }})))"#
+            ))
+        };
+        let (line, retry) = explain(url, &refused("10.0.0.10:50050"));
+        assert_eq!(
+            line,
+            "cannot reach the scheduler at df://10.0.0.10:50050: Connection refused"
+        );
+        assert!(retry);
+        let (line, _) = explain(url, &refused("10.0.0.11:50051"));
+        assert_eq!(line, "cannot reach an executor: Connection refused");
+    }
+
+    #[test]
+    fn every_executor_lost_is_final() {
+        let (line, retry) = explain(
+            "df://h:1",
+            &failed(
+                "Job 1 failed: all executors were lost and no executor re-registered within 5s",
+            ),
+        );
+        assert_eq!(
+            line,
+            "the scheduler at df://h:1: all executors were lost and no executor re-registered within 5s"
+        );
+        assert!(!retry);
     }
 }
