@@ -23,14 +23,6 @@ pub struct ExecutorState {
     pub silent_for: Option<Duration>,
 }
 
-impl ExecutorState {
-    /// Whether its last heartbeat came within `timeout`: past it, the scheduler declares the
-    /// executor lost at its next check.
-    pub fn alive(&self, timeout: Duration) -> bool {
-        self.silent_for.is_some_and(|s| s <= timeout)
-    }
-}
-
 /// The REST API's executor, as far as fruits reads it.
 #[derive(Deserialize)]
 struct Listed {
