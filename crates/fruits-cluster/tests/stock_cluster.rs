@@ -30,6 +30,7 @@ async fn a_stock_ballista_scheduler_is_named_as_the_cause() {
         model: None,
         pca: PcaSpec::Fit(fruits_pca::Components::K(1)),
         overwrite: false,
+        update: false,
         batch_size: 2,
         limits: Default::default(),
         s3: Default::default(),

@@ -13,7 +13,7 @@
 //!
 //! The plans run on an [`Engine`]: in this process or on a cluster; nothing else differs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +33,7 @@ use crate::report::{report, write_page, Subject};
 use crate::result::read_pca;
 use crate::store::Store;
 use crate::udf::PcaProject;
+use crate::update::{self, UpdateCounts};
 use crate::vocab::names::{
     parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR, REPORTS_DIR,
     SUMS_DIR,
@@ -83,6 +84,9 @@ pub struct ExtractConfig {
     pub pca: PcaSpec,
     /// Replace an existing output.
     pub overwrite: bool,
+    /// Update the result at the output: unchanged photos keep their stored features, new
+    /// and changed ones are featurised, removed ones dropped ([`crate::update`]).
+    pub update: bool,
     /// Images per model batch.
     pub batch_size: usize,
     /// What one image may cost (file bytes, pixels).
@@ -118,7 +122,7 @@ pub async fn extract(
     if let PcaSpec::Fit(choice) = &cfg.pca {
         choice.check(FEATURES)?;
     }
-    if !cfg.overwrite && fruits_store::output_exists(&output).await? {
+    if !cfg.overwrite && !cfg.update && fruits_store::output_exists(&output).await? {
         return Err(fruits_store::StoreError::OutputExists(output.uri()).into());
     }
 
@@ -149,20 +153,55 @@ pub async fn extract(
     if images.is_empty() {
         return Err(EngineError::NoImages(input.uri()));
     }
-    progress.total.store(images.len() as u64, Ordering::Relaxed);
+    // An update keeps the stored features of the photos that did not change.
+    let base = match cfg.update {
+        true => {
+            let hash = match &cfg.model {
+                Some(model) => model.weights_hash().to_string(),
+                None => cfg.weights.load().await?.weights_hash().to_string(),
+            };
+            update::read_base(&output, &hash)
+                .await?
+                .map(|base| (base, hash))
+        }
+        false => None,
+    };
+    let split = base.as_ref().map(|(base, _)| update::split(&images, base));
+    let todo = split.as_ref().map_or(&images[..], |s| &s.todo[..]);
+    progress.total.store(todo.len() as u64, Ordering::Relaxed);
     seconds.list = t.elapsed().as_secs_f64();
 
-    let staging = Staging::begin(&output, cfg.overwrite, &run_id()).await?;
+    let staging = Staging::begin(&output, cfg.overwrite || cfg.update, &run_id()).await?;
+    let reuse = match (&base, &split) {
+        (Some((base, hash)), Some(split)) => Some(Reuse {
+            base,
+            reused: &split.reused,
+            weights: hash,
+        }),
+        _ => None,
+    };
     let result = run_stages(
         cfg,
         engine,
         &input,
-        &images,
+        todo,
+        reuse,
         &staging,
         &progress,
         &mut seconds,
     )
     .await;
+    let result = match result {
+        // The photos the rows came from, for the next update.
+        Ok(staged) => {
+            let skipped: HashSet<&str> = staged.skipped.iter().map(|s| s.path.as_str()).collect();
+            match update::write_inputs(staging.location(), &images, &skipped).await {
+                Ok(()) => Ok(staged),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Staged {
             rows,
@@ -192,6 +231,11 @@ pub async fn extract(
                 workers,
                 weights,
                 reduction,
+                preprocessing: update::PREPROCESSING,
+                update: split.map(|s| UpdateCounts {
+                    stale: base.as_ref().and_then(|(b, _)| b.stale.clone()),
+                    ..s.counts
+                }),
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
@@ -267,12 +311,22 @@ fn refuse_overlaps(
     }
 }
 
-/// Stages 2 to 5, up to a result staged and checked, ready to publish.
+/// What an update copies from the previous result into this run's staged features.
+struct Reuse<'a> {
+    base: &'a update::Base,
+    reused: &'a HashSet<&'a str>,
+    weights: &'a str,
+}
+
+/// Stages 2 to 5, up to a result staged and checked, ready to publish. `images` are the
+/// photos to featurise; `reuse` adds the unchanged rows of an update's base.
+#[allow(clippy::too_many_arguments)]
 async fn run_stages(
     cfg: &ExtractConfig,
     engine: &dyn Engine,
     input: &Location,
     images: &[fruits_store::ImageRef],
+    reuse: Option<Reuse<'_>>,
     staging: &Staging,
     progress: &Arc<Progress>,
     seconds: &mut StageSeconds,
@@ -282,46 +336,28 @@ async fn run_stages(
     // 2. Featurise: image source → featurize UDF → staged parts; partial sums per process.
     let t = Instant::now();
     let partitions = split(images, engine.partitions(images.len()));
-    let n = partitions.len();
-    let featurized = featurize_plan(
-        &Store::new(input.clone(), &cfg.s3),
-        &partitions,
-        &FeaturizeSpec {
-            weights: cfg.weights.clone(),
-            model: cfg.model.clone(),
-            batch_size: cfg.batch_size,
-            limits: cfg.limits,
-        },
-    )?;
-    let plan = WriteExec::new(
-        featurized,
-        &staged,
-        WriteKind::Features,
-        Some(progress.clone()),
-    );
-    let all: Vec<usize> = (0..n).collect();
-    let sizes: Vec<u64> = partitions.iter().map(|p| p.len() as u64).collect();
-    let watcher = (!engine.reports_progress()).then(|| {
-        tokio::spawn(watch_tasks(
-            staged.location.clone(),
-            sizes,
-            progress.clone(),
-        ))
-    });
-    let staged_reports = run_checked(
-        engine,
-        Arc::new(plan),
-        WriteKind::Features,
-        &all,
-        &staged.location,
-    )
-    .await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    let staged_reports = staged_reports?;
+    // An update with nothing new or changed featurises nothing.
+    let n = if images.is_empty() {
+        0
+    } else {
+        partitions.len()
+    };
+    let mut staged_reports = match n {
+        0 => Vec::new(),
+        _ => featurize_stage(cfg, engine, input, &partitions, &staged, progress).await?,
+    };
     // Counted here too, for engines that cannot report progress as they go.
     progress.done.store(images.len() as u64, Ordering::Relaxed);
+    // An update's unchanged rows join as partitions n.., summed here.
+    let reused_sums = match &reuse {
+        Some(r) => {
+            let (reports, sums) =
+                update::stage_reused(r.base, r.reused, &staged.location, n, r.weights).await?;
+            staged_reports.extend(reports);
+            Some(sums)
+        }
+        None => None,
+    };
     let mut skipped = Vec::new();
     let mut labels = std::collections::BTreeSet::new();
     let mut workers = BTreeMap::new();
@@ -329,7 +365,9 @@ async fn run_stages(
     for r in &staged_reports {
         skipped.extend(r.skipped.iter().cloned());
         labels.extend(r.labels.iter().cloned());
-        *workers.entry(r.worker.clone()).or_insert(0) += r.images;
+        if r.worker != update::REUSED_WORKER {
+            *workers.entry(r.worker.clone()).or_insert(0) += r.images;
+        }
         weights.extend(r.weights.iter().cloned());
     }
     if weights.len() > 1 {
@@ -343,7 +381,10 @@ async fn run_stages(
     progress
         .skipped
         .store(skipped.len() as u64, Ordering::Relaxed);
-    let (sums, reduction) = reduce(&staged.location, n).await?;
+    let (mut sums, reduction) = reduce(&staged.location, n).await?;
+    if let Some(reused) = reused_sums {
+        sums.merge(&reused)?;
+    }
     seconds.featurize = t.elapsed().as_secs_f64();
 
     // 3. Fit (or take) the PCA and save it beside the data.
@@ -446,6 +487,55 @@ async fn run_stages(
         weights,
         reduction,
     })
+}
+
+/// Stage 2's plan: featurises `partitions` into staged parts; one report per partition.
+async fn featurize_stage(
+    cfg: &ExtractConfig,
+    engine: &dyn Engine,
+    input: &Location,
+    partitions: &[&[fruits_store::ImageRef]],
+    staged: &Store,
+    progress: &Arc<Progress>,
+) -> Result<Vec<TaskReport>, EngineError> {
+    let n = partitions.len();
+    let featurized = featurize_plan(
+        &Store::new(input.clone(), &cfg.s3),
+        partitions,
+        &FeaturizeSpec {
+            weights: cfg.weights.clone(),
+            model: cfg.model.clone(),
+            batch_size: cfg.batch_size,
+            limits: cfg.limits,
+        },
+    )?;
+    let plan = WriteExec::new(
+        featurized,
+        staged,
+        WriteKind::Features,
+        Some(progress.clone()),
+    );
+    let all: Vec<usize> = (0..n).collect();
+    let sizes: Vec<u64> = partitions.iter().map(|p| p.len() as u64).collect();
+    let watcher = (!engine.reports_progress()).then(|| {
+        tokio::spawn(watch_tasks(
+            staged.location.clone(),
+            sizes,
+            progress.clone(),
+        ))
+    });
+    let staged_reports = run_checked(
+        engine,
+        Arc::new(plan),
+        WriteKind::Features,
+        &all,
+        &staged.location,
+    )
+    .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    staged_reports
 }
 
 /// What the map stages produced, ready to publish.
@@ -608,6 +698,7 @@ mod tests {
                 label: "x".into(),
                 path: format!("x/{i}.jpg").into(),
                 size: 1,
+                version: None,
             })
             .collect();
         let parts = split(&images, 3);

@@ -31,6 +31,7 @@
 //!     model: None,
 //!     pca: PcaSpec::Fit(fruits_pca::Components::Variance(0.95)),
 //!     overwrite: false,
+//!     update: false,
 //!     batch_size: 32,
 //!     limits: Limits::DEFAULT,
 //!     s3,
@@ -55,6 +56,7 @@ pub mod result;
 pub mod sink;
 pub mod store;
 pub mod udf;
+pub mod update;
 pub mod vocab;
 pub mod weights;
 

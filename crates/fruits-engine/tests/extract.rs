@@ -26,6 +26,7 @@ fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) ->
         model: Some(model),
         pca,
         overwrite: false,
+        update: false,
         batch_size: 4,
         limits: Default::default(),
         s3: Default::default(),

@@ -93,6 +93,14 @@ const LIST_CONCURRENCY: usize = 8;
 /// File name endings (lower case) that are images.
 pub const IMAGE_EXTENSIONS: [&str; 3] = [".jpg", ".jpeg", ".png"];
 
+/// An object's version as [`ImageRef::version`] has it: the ETag, else the modification time.
+fn s3_version(m: &object_store::ObjectMeta) -> Option<String> {
+    Some(match &m.e_tag {
+        Some(tag) => format!("etag:{tag}"),
+        None => format!("modified:{}", m.last_modified.to_rfc3339()),
+    })
+}
+
 /// One image found by [`Location::list_images`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -104,6 +112,9 @@ pub struct ImageRef {
     pub path: Path,
     /// Size in bytes.
     pub size: u64,
+    /// What changes when the object's bytes do: its ETag on S3, its modification time on a
+    /// local disk (`None` where the store gives neither).
+    pub version: Option<String>,
 }
 
 /// An entry below the input that looks like an image but cannot be listed (a file name that is
@@ -361,7 +372,7 @@ impl Location {
             !rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
                 && IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
         };
-        let image = |location: Path, size: u64| -> Option<ImageRef> {
+        let image = |location: Path, size: u64, version: Option<String>| -> Option<ImageRef> {
             let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
             let rel: Vec<&str> = parts[prefix_parts.min(parts.len())..]
                 .iter()
@@ -380,6 +391,7 @@ impl Location {
                 label,
                 path: location,
                 size,
+                version,
             })
         };
         if let Some(dir) = self.local_dir() {
@@ -397,7 +409,7 @@ impl Location {
             })?;
             let mut images: Vec<ImageRef> = found
                 .into_iter()
-                .filter_map(|f| image(f.path, f.size))
+                .filter_map(|f| image(f.path, f.size, f.version))
                 .collect();
             images.sort_by(|a, b| a.path.cmp(&b.path));
             unlisted.sort_by(|a, b| a.uri.cmp(&b.uri));
@@ -413,7 +425,10 @@ impl Location {
         let mut out: Vec<ImageRef> = top
             .objects
             .into_iter()
-            .filter_map(|m| image(m.location, m.size))
+            .filter_map(|m| {
+                let version = s3_version(&m);
+                image(m.location, m.size, version)
+            })
             .collect();
         let folders: Vec<Vec<ImageRef>> = futures::stream::iter(top.common_prefixes)
             .map(|folder| {
@@ -421,7 +436,10 @@ impl Location {
                 self.store
                     .list(Some(&folder))
                     .map_err(error)
-                    .try_filter_map(|m| futures::future::ready(Ok(image(m.location, m.size))))
+                    .try_filter_map(|m| {
+                        let version = s3_version(&m);
+                        futures::future::ready(Ok(image(m.location, m.size, version)))
+                    })
                     .try_collect::<Vec<_>>()
             })
             .buffer_unordered(LIST_CONCURRENCY)

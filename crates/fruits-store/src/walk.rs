@@ -13,10 +13,11 @@ use object_store::path::Path;
 
 use crate::Unlisted;
 
-/// One file found: its object path and size.
+/// One file found: its object path, size and modification time.
 pub(crate) struct Found {
     pub(crate) path: Path,
     pub(crate) size: u64,
+    pub(crate) version: Option<String>,
 }
 
 /// Every file below `root` (whose object path is `prefix`) that `keep` accepts by its
@@ -142,6 +143,11 @@ impl Walker<'_> {
                 Ok(p) => self.found.push(Found {
                     path: p,
                     size: meta.len(),
+                    version: meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| format!("mtime:{}", d.as_nanos())),
                 }),
                 Err(_) => self.skip(
                     &path,

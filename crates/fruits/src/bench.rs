@@ -123,6 +123,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             model: Some(model.clone()),
             pca: PcaSpec::Fit(Components::Variance(0.95)),
             overwrite: false,
+            update: false,
             batch_size: batch,
             limits: fruits_engine::Limits::default(),
             s3: s3.clone(),

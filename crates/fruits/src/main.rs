@@ -100,8 +100,13 @@ struct RunArgs {
     #[command(flatten)]
     s3: S3Args,
     /// Replace an existing output (the old one stays readable until the new one is complete).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mode")]
     overwrite: bool,
+    /// What to do with an existing output: `new` refuses it, `overwrite` replaces it, `update`
+    /// keeps the stored features of unchanged photos (same path, size and ETag or mtime) and
+    /// featurises only new and changed ones.
+    #[arg(long, value_enum, default_value_t = Mode::New)]
+    mode: Mode,
     /// Images per model batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     batch_size: u64,
@@ -129,6 +134,17 @@ struct RunArgs {
     no_report: bool,
     #[command(flatten)]
     token: TokenArgs,
+}
+
+/// `--mode`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Refuse an existing output.
+    New,
+    /// Replace it.
+    Overwrite,
+    /// Update it.
+    Update,
 }
 
 /// Where a cluster process finds the cluster's shared secret.
@@ -475,7 +491,8 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         weights,
         model,
         pca,
-        overwrite: a.overwrite,
+        overwrite: a.overwrite || a.mode == Mode::Overwrite,
+        update: a.mode == Mode::Update,
         batch_size: a.batch_size as usize,
         limits: fruits_engine::Limits {
             max_file_bytes: a.max_file_mb.saturating_mul(1 << 20),
@@ -545,6 +562,15 @@ fn print_summary(s: &Summary) {
         }
     }
     println!("wrote {} rows to {}", s.rows, s.output);
+    if let Some(u) = &s.update {
+        if let Some(why) = &u.stale {
+            println!("stored features not reused: {why}");
+        }
+        println!(
+            "update: {} reused, {} new, {} changed, {} removed",
+            u.reused, u.new, u.changed, u.removed
+        );
+    }
     println!(
         "images {}  classes {}  skipped {}  k {}  variance kept {:.4}",
         s.images, s.classes, s.skipped, s.k, s.variance_kept

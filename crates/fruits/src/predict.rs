@@ -125,6 +125,7 @@ async fn images_of(
             label: String::new(),
             path,
             size: 0,
+            version: None,
         };
         return Ok((at, vec![image], Vec::new()));
     }

@@ -303,7 +303,15 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
         .objects("fruits")
         .into_iter()
         .filter(|o| o.starts_with("out/") && !o.contains("part-") && !o.contains("_pca/"))
-        .filter(|o| !["out/_SUCCESS", "out/_errors.json", "out/_report.html"].contains(&o.as_str()))
+        .filter(|o| {
+            ![
+                "out/_SUCCESS",
+                "out/_errors.json",
+                "out/_report.html",
+                "out/_inputs.parquet",
+            ]
+            .contains(&o.as_str())
+        })
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
     // The killed executor's sums died with it: its partitions were summed again from their
@@ -404,5 +412,48 @@ fn a_cluster_without_executors_is_one_line_not_a_hang() {
         started.elapsed() < wait + Duration::from_secs(15),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn an_update_on_the_cluster_featurises_only_new_photos() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 2, 10);
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 5);
+    let cache = tempfile::tempdir().unwrap();
+    let (_procs, url, _) = cluster(&server, cache.path(), 2);
+    let extract = |output: &str, extra: &[&str]| {
+        let mut cmd = fruits(
+            &server,
+            cache.path(),
+            &["extract", "--input", "s3://fruits/Test", "--output", output],
+        );
+        cmd.args(["--weights", "s3://fruits/models/w", "--pca-k", "3"])
+            .args(["--cluster", &url, "--images-per-task", "3"])
+            .args(extra);
+        text(&succeed(cmd).stdout)
+    };
+    extract("s3://fruits/out", &[]);
+    // Two new photos (10 %), one changed (new bytes, so a new ETag), one deleted.
+    let jpeg = |c, i| fruits_testkit::encode_jpeg(100, 100, &fruits_testkit::fruit_pixels(c, i));
+    std::fs::write(bucket.join("Test/Class 0/new_a.jpg"), jpeg(0, 40)).unwrap();
+    std::fs::write(bucket.join("Test/Class 1/new_b.jpg"), jpeg(1, 41)).unwrap();
+    std::fs::write(bucket.join("Test/Class 1/r_0_100.jpg"), jpeg(0, 42)).unwrap();
+    std::fs::remove_file(bucket.join("Test/Class 0/r_1_100.jpg")).unwrap();
+
+    let stdout = extract("s3://fruits/out", &["--mode", "update"]);
+    assert!(
+        stdout.contains("update: 18 reused, 2 new, 1 changed, 1 removed"),
+        "{stdout}"
+    );
+    assert_eq!(workers(&stdout).values().sum::<u64>(), 3, "{stdout}");
+    extract("s3://fruits/full", &[]);
+    assert_same_result(
+        &read_rows(&bucket.join("out")),
+        &read_rows(&bucket.join("full")),
+        1e-5,
     );
 }

@@ -12,6 +12,8 @@ pub const REPORTS_DIR: &str = "_reports";
 pub const PCA_DIR: &str = "_pca";
 /// The images a run set aside, and why.
 pub const ERRORS_FILE: &str = "_errors.json";
+/// The photos a result's rows came from, with their sizes and versions (`--mode update`).
+pub const INPUTS_FILE: &str = "_inputs.parquet";
 
 /// The run's report page, beside its result.
 pub const REPORT_FILE: &str = "_report.html";

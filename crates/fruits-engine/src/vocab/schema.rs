@@ -48,6 +48,10 @@ pub mod col {
     pub const WORKER: &str = "worker";
     /// The hash of the MobileNetV2 weights that featurised an image (or a task's images).
     pub const WEIGHTS: &str = "weights";
+    /// An input photo's size in bytes.
+    pub const SIZE: &str = "size";
+    /// An input photo's version: its ETag (S3) or modification time (local).
+    pub const VERSION: &str = "version";
 }
 
 /// `List<Float32>` as written to Parquet (`features`, `features_pca`).
@@ -427,5 +431,27 @@ mod tests {
         // A missing column is an error naming it.
         let err = ImageListRows::try_from(&batch).err().unwrap().to_string();
         assert!(err.contains("path"), "{err}");
+    }
+}
+
+/// The photos a result's rows came from, as listed (`_inputs.parquet`): what
+/// `--mode update` compares the input with.
+pub fn inputs_schema() -> SchemaRef {
+    schema(vec![
+        text(col::PATH),
+        Field::new(col::SIZE, DataType::UInt64, false),
+        Field::new(col::VERSION, DataType::Utf8, true),
+    ])
+}
+
+row_view! {
+    /// A row view of [`inputs_schema`].
+    InputRows {
+        /// URI.
+        path: StringArray = col::PATH,
+        /// Size in bytes.
+        size: UInt64Array = col::SIZE,
+        /// ETag or modification time (null: unknown).
+        version: StringArray = col::VERSION,
     }
 }

@@ -40,6 +40,12 @@ pub struct Summary {
     /// What the PCA reduction moved.
     #[serde(default)]
     pub reduction: Reduction,
+    /// The preprocessing version its features come from (`update::PREPROCESSING`).
+    #[serde(default)]
+    pub preprocessing: u32,
+    /// With `--mode update`: how the photos compared with the previous result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateCounts>,
     /// The first skipped images (all of them are in `_errors.json`).
     #[serde(skip)]
     pub skipped_sample: Vec<Skipped>,
@@ -108,4 +114,21 @@ pub struct Reduction {
     pub bytes: u64,
     /// Partitions summed again from their staged features (lost or overlapping snapshots).
     pub recomputed: u64,
+}
+
+/// How this run's photos compare with the previous result's.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateCounts {
+    /// Unchanged photos whose stored features were kept.
+    pub reused: u64,
+    /// Photos the previous result did not have (including those it had skipped).
+    pub new: u64,
+    /// Photos whose size or version changed, or whose stored features are stale (other
+    /// weights or preprocessing): featurised again.
+    pub changed: u64,
+    /// Photos of the previous result gone from the input: dropped.
+    pub removed: u64,
+    /// Why no stored features could be reused, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
