@@ -1,6 +1,6 @@
 //! `--mode update`: what a run keeps from the result already at its output.
 //!
-//! A result records the photos its rows came from (`_inputs.parquet`: path, size, ETag or
+//! A result records the photos its rows came from (`_inputs/inputs.parquet`: path, size, ETag or
 //! modification time), and its `_SUCCESS` the weights hash and [`PREPROCESSING`] version. An
 //! update lists the input as any run does, then:
 //! * a photo whose path, size and version are unchanged keeps its stored features (no read,
@@ -225,7 +225,7 @@ pub async fn stage_reused(
     Ok((reports, sums))
 }
 
-/// Writes `_inputs.parquet` at `staged`: the listed `images` that have a row (not `skipped`).
+/// Writes `_inputs/inputs.parquet` at `staged`: the listed `images` that have a row (not `skipped`).
 pub async fn write_inputs(
     staged: &Location,
     images: &[ImageRef],

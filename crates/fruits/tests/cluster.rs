@@ -308,7 +308,7 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
                 "out/_SUCCESS",
                 "out/_errors.json",
                 "out/_report.html",
-                "out/_inputs.parquet",
+                "out/_inputs/inputs.parquet",
             ]
             .contains(&o.as_str())
         })

@@ -12,8 +12,9 @@ pub const REPORTS_DIR: &str = "_reports";
 pub const PCA_DIR: &str = "_pca";
 /// The images a run set aside, and why.
 pub const ERRORS_FILE: &str = "_errors.json";
-/// The photos a result's rows came from, with their sizes and versions (`--mode update`).
-pub const INPUTS_FILE: &str = "_inputs.parquet";
+/// The photos a result's rows came from, with their sizes and versions (`--mode update`): in
+/// a folder, so that a reader's `<output>/*.parquet` (DuckDB's glob) never takes it for a part.
+pub const INPUTS_FILE: &str = "_inputs/inputs.parquet";
 
 /// The run's report page, beside its result.
 pub const REPORT_FILE: &str = "_report.html";

@@ -434,7 +434,7 @@ mod tests {
     }
 }
 
-/// The photos a result's rows came from, as listed (`_inputs.parquet`): what
+/// The photos a result's rows came from, as listed (`_inputs/inputs.parquet`): what
 /// `--mode update` compares the input with.
 pub fn inputs_schema() -> SchemaRef {
     schema(vec![
