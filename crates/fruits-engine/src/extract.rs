@@ -33,7 +33,7 @@ use crate::report::{report, write_page, Subject};
 use crate::result::read_pca;
 use crate::store::Store;
 use crate::udf::PcaProject;
-use crate::update::{self, UpdateCounts};
+use crate::update;
 use crate::vocab::names::{
     parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR, REPORTS_DIR,
     SUMS_DIR,
@@ -191,17 +191,6 @@ pub async fn extract(
         &mut seconds,
     )
     .await;
-    let result = match result {
-        // The photos the rows came from, for the next update.
-        Ok(staged) => {
-            let skipped: HashSet<&str> = staged.skipped.iter().map(|s| s.path.as_str()).collect();
-            match update::write_inputs(staging.location(), &images, &skipped).await {
-                Ok(()) => Ok(staged),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    };
     match result {
         Ok(Staged {
             rows,
@@ -232,16 +221,19 @@ pub async fn extract(
                 weights,
                 reduction,
                 preprocessing: update::PREPROCESSING,
-                update: split.map(|s| UpdateCounts {
-                    stale: base.as_ref().and_then(|(b, _)| b.stale.clone()),
-                    ..s.counts
-                }),
+                update: split.map(|s| s.counts),
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
             if let Err(e) = staging.location().put_rel(ERRORS_FILE, errors).await {
                 let _ = staging.abort().await;
                 return Err(e.into());
+            }
+            // The photos the rows came from, for the next update.
+            let without: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+            if let Err(e) = update::write_inputs(staging.location(), &images, &without).await {
+                let _ = staging.abort().await;
+                return Err(e);
             }
             summary.seconds.total = started.elapsed().as_secs_f64();
             if cfg.report {

@@ -170,7 +170,7 @@ pub async fn visit_batches(
 }
 
 /// The part names a `_SUCCESS` manifest lists.
-fn manifest_parts(manifest: &serde_json::Value) -> Vec<String> {
+pub(crate) fn manifest_parts(manifest: &serde_json::Value) -> Vec<String> {
     manifest["files"]
         .as_array()
         .map(|f| {

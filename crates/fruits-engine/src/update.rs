@@ -21,7 +21,7 @@ use fruits_pca::PartialSums;
 use fruits_store::{ImageRef, Location};
 
 use crate::error::EngineError;
-use crate::result::{read_manifest, visit_batches};
+use crate::result::{manifest_parts, read_manifest, visit_batches};
 use crate::sink::PartWriter;
 use crate::vocab::names::{part_name, FEATURES_DIR, INPUTS_FILE};
 use crate::vocab::schema::{
@@ -56,14 +56,7 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
         return Ok(None);
     }
     let manifest = read_manifest(output).await?;
-    let parts: Vec<String> = manifest["files"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|f| f["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let parts = manifest_parts(&manifest);
     let theirs = manifest["weights"].as_str().unwrap_or("unknown");
     let preprocessing = manifest["preprocessing"].as_u64().unwrap_or(0);
     let stale = if theirs != weights {
@@ -78,11 +71,10 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
         None
     };
     let mut inputs = HashMap::new();
-    let recorded = match output.open(&output.child(INPUTS_FILE)).await {
-        Ok(_) => true,
-        Err(fruits_store::StoreError::NotFound(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    // `_SUCCESS` names every object of the result.
+    let recorded = manifest["commit"]["objects"]
+        .as_array()
+        .is_some_and(|objects| objects.iter().any(|o| o.as_str() == Some(INPUTS_FILE)));
     let stale = match (stale, recorded) {
         (None, false) => Some(format!(
             "it records no input versions ({INPUTS_FILE}: made by an older fruits)"
@@ -154,6 +146,7 @@ pub fn split<'a>(images: &'a [ImageRef], base: &Base) -> Split<'a> {
         .filter(|uri| !listed.contains(uri.as_str()))
         .count() as u64;
     counts.reused = reused.len() as u64;
+    counts.stale = base.stale.clone();
     Split {
         todo,
         reused,
