@@ -219,14 +219,8 @@ impl S3Server {
                 .local_addr()
                 .expect("addr")
                 .port();
-            let mut child = std::process::Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-                .arg(&root)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("start s3s-fs");
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let mut child = S3Server::spawn(std::process::Command::new(&bin), addr, &root);
             let mut listening = false;
             for _ in 0..200 {
                 if matches!(child.try_wait(), Ok(Some(_))) {
@@ -251,6 +245,27 @@ impl S3Server {
             let _ = child.wait();
         }
         panic!("s3s-fs did not start (tried 10 ports)");
+    }
+
+    /// Starts `program` (`s3s-fs`, or a command that runs it) serving `root` on `addr`.
+    fn spawn(
+        mut program: std::process::Command,
+        addr: std::net::SocketAddr,
+        root: &Path,
+    ) -> std::process::Child {
+        program
+            .args([
+                "--host",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+            ])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs")
     }
 
     /// The `s3s-fs` program, or `None` after saying why the calling test skips.
@@ -279,15 +294,7 @@ impl S3Server {
         let dir = tempfile::tempdir().expect("server folder");
         let root = dir.path().to_path_buf();
         let addr = std::net::SocketAddrV4::new(network.host(host).addr, 9000);
-        let mut child = network
-            .command(host, &bin)
-            .args(["--host", &addr.ip().to_string(), "--port", "9000"])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(&root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
+        let mut child = S3Server::spawn(network.command(host, &bin), addr.into(), &root);
         if !network.reachable(host, addr, std::time::Duration::from_secs(10)) {
             let _ = child.kill();
             let _ = child.wait();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod results;
 
 use fruits_testkit::{read_rows, S3Server};
-use results::{assert_same_result, workers};
+use results::{assert_same_result, one_line_error, workers};
 
 /// The test cluster's shared secret.
 const TOKEN: &str = "test-cluster-token-0123456789";
@@ -184,9 +184,7 @@ fn cluster_result_equals_the_in_process_result() {
     stranger.args(["--output", "s3://fruits/stranger", "--cluster", &url]);
     stranger.env("FRUITS_CLUSTER_TOKEN", "not-the-cluster-token");
     let out = stranger.output().unwrap();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let err = one_line_error(&out);
     assert!(
         err.contains("not signed with this cluster's token"),
         "{err}"
@@ -329,9 +327,7 @@ fn an_unreachable_scheduler_is_one_line() {
         .env("FRUITS_CLUSTER_TOKEN", TOKEN)
         .output()
         .unwrap();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let err = one_line_error(&out);
     assert!(
         err.contains("cannot reach the scheduler at df://127.0.0.1:1"),
         "{err}"
@@ -403,9 +399,7 @@ fn a_cluster_without_executors_is_one_line_not_a_hang() {
     run.args(["--cluster", &url, "--pca-k", "2"]);
     let started = Instant::now();
     let out = run.output().unwrap();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let err = one_line_error(&out);
     assert!(err.contains("has no executors"), "{err}");
     let wait = Duration::from_secs(fruits_cluster::defaults::EXECUTOR_WAIT_S);
     assert!(

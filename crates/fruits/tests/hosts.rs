@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fruits_testkit::hosts::Network;
 use fruits_testkit::{read_rows, S3Server};
-use results::{assert_same_result, workers};
+use results::{assert_same_result, one_line_error, workers};
 
 /// The cluster's shared secret.
 const TOKEN: &str = "hosts-test-token-0123456789abcdef";
@@ -60,12 +60,15 @@ struct Hosts {
     /// Each host's own disk: `etc/cluster.token`, `lib/work`, the weights cache, logs.
     disks: tempfile::TempDir,
     net: Network,
+    /// Held from first to last: the next test's network starts after this one is gone.
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Hosts {
     /// Hosts `scheduler`, `executor-1`, `executor-2`, `s3` and `client`; photos and synthetic
     /// weights on S3. `None` where namespaces or s3s-fs are missing (see `skip`).
     fn new() -> Option<Hosts> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let net = Network::create(&["scheduler", "executor-1", "executor-2", "s3", "client"])?;
         let s3 = S3Server::start_on(&net, "s3")?;
         let bucket = s3.bucket("fruits");
@@ -76,6 +79,7 @@ impl Hosts {
             s3,
             disks: tempfile::tempdir().unwrap(),
             net,
+            _serial: serial,
         })
     }
 
@@ -221,9 +225,11 @@ impl Hosts {
             .unwrap()
     }
 
-    /// Waits until `n` tasks have staged their reports (the run is mid-featurise).
-    fn await_tasks(&self, n: usize, run: &mut Child) {
+    /// Starts the cluster run and waits until `n` tasks have staged their reports (the run
+    /// is mid-featurise); the run and when it started.
+    fn run_until(&self, n: usize) -> (Child, Instant) {
         let started = Instant::now();
+        let mut run = self.start_run();
         loop {
             let staged = self
                 .s3
@@ -241,6 +247,7 @@ impl Hosts {
             assert!(started.elapsed() < Duration::from_secs(120), "no progress");
             std::thread::sleep(Duration::from_millis(20));
         }
+        (run, started)
     }
 
     /// The in-process result's rows beside the cluster's at `out`: equal, every photo once.
@@ -311,12 +318,9 @@ fn finished(run: Child) -> String {
 
 /// The one line a failed run printed, and how long it ran.
 fn failed(run: Child, started: Instant) -> (String, Duration) {
-    let out: Output = run.wait_with_output().unwrap();
+    let out = run.wait_with_output().unwrap();
     let took = started.elapsed();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    (err.trim_end().to_string(), took)
+    (one_line_error(&out), took)
 }
 
 /// Prints a scenario's wall time (the README's table).
@@ -326,7 +330,6 @@ fn report(scenario: &str, took: Duration) {
 
 #[test]
 fn plain_run_uses_both_executors_and_keeps_their_heartbeats() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     let ids = h.start_cluster(&["executor-1", "executor-2"]);
     assert!(ids[0].starts_with("10.213.7.3:50051/"), "{ids:?}");
@@ -371,12 +374,9 @@ fn plain_run_uses_both_executors_and_keeps_their_heartbeats() {
 
 #[test]
 fn an_executor_killed_mid_featurise() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     h.start_cluster(&["executor-1", "executor-2"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(6, &mut run);
+    let (run, started) = h.run_until(6);
     h.procs.remove("executor-1");
     let stdout = finished(run);
     report("executor SIGKILLed", started.elapsed());
@@ -386,12 +386,9 @@ fn an_executor_killed_mid_featurise() {
 
 #[test]
 fn an_executor_cut_off_mid_featurise() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     let ids = h.start_cluster(&["executor-1", "executor-2"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(6, &mut run);
+    let (run, started) = h.run_until(6);
     // Its cable pulled: its connections hang, nothing fails on its side.
     h.net.set_link("executor-1", false);
     let stdout = finished(run);
@@ -404,12 +401,9 @@ fn an_executor_cut_off_mid_featurise() {
 
 #[test]
 fn the_store_unreachable_for_seconds_mid_run() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     h.start_cluster(&["executor-1", "executor-2"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(6, &mut run);
+    let (run, started) = h.run_until(6);
     h.net.set_link("s3", false);
     std::thread::sleep(Duration::from_secs(4));
     h.net.set_link("s3", true);
@@ -420,12 +414,9 @@ fn the_store_unreachable_for_seconds_mid_run() {
 
 #[test]
 fn the_scheduler_killed_mid_run_then_restarted() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     h.start_cluster(&["executor-1", "executor-2"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(6, &mut run);
+    let (run, started) = h.run_until(6);
     h.procs.remove("scheduler");
     let (line, took) = failed(run, started);
     report("scheduler SIGKILLed (client fails)", took);
@@ -451,12 +442,9 @@ fn the_scheduler_killed_mid_run_then_restarted() {
 
 #[test]
 fn an_executor_joining_mid_run_takes_work() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     h.start_cluster(&["executor-1"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(4, &mut run);
+    let (run, started) = h.run_until(4);
     h.net.add_host("executor-3");
     let joined = h.start_executor("executor-3");
     let stdout = finished(run);
@@ -468,12 +456,9 @@ fn an_executor_joining_mid_run_takes_work() {
 
 #[test]
 fn every_executor_lost_is_one_line_within_the_job_timeout() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut h) = Hosts::new() else { return };
     h.start_cluster(&["executor-1", "executor-2"]);
-    let started = Instant::now();
-    let mut run = h.start_run();
-    h.await_tasks(4, &mut run);
+    let (run, started) = h.run_until(4);
     // Both stop answering (as on a machine too busy to beat): the scheduler declares them lost.
     h.signal("executor-1", libc::SIGSTOP);
     h.signal("executor-2", libc::SIGSTOP);

@@ -1,6 +1,16 @@
 //! Reading what a cluster run printed and wrote, shared by the cluster tests.
 
+use std::process::Output;
+
 use fruits_testkit::Row;
+
+/// What a run that could not complete printed: exactly one line on stderr, and exit 1.
+pub fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
 
 /// Images per worker (by name), from the summary's `ran on cluster` lines.
 pub fn workers(stdout: &str) -> std::collections::BTreeMap<String, u64> {
