@@ -197,6 +197,7 @@ mod tests {
         Node::Plan(NodeSpec::Write(fruits_engine::plan::WriteSpec {
             staging: staging("file:///tmp/x"),
             kind: fruits_engine::vocab::WriteKind::Features,
+            run: Some("r1".into()),
         }))
     }
 

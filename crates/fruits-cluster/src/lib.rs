@@ -59,8 +59,6 @@ pub mod defaults {
     pub const EXECUTOR_TIMEOUT_S: u64 = 60;
     /// Seconds between an executor's heartbeats.
     pub const HEARTBEAT_S: u64 = 10;
-    /// Images per task.
-    pub const IMAGES_PER_TASK: usize = 512;
     /// Seconds one job may take before it is abandoned and retried once.
     pub const JOB_TIMEOUT_S: u64 = 6 * 3600;
     /// Seconds an executor told to stop (SIGTERM, Ctrl-C) gives Ballista's own shutdown
@@ -390,7 +388,7 @@ impl Cluster {
             url: format!("df://{hostport}"),
             token,
             scheduler,
-            images_per_task: defaults::IMAGES_PER_TASK,
+            images_per_task: fruits_engine::IMAGES_PER_TASK,
             job_timeout: Duration::from_secs(defaults::JOB_TIMEOUT_S),
             attempts: 2,
         })

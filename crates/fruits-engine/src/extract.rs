@@ -13,7 +13,7 @@
 //!
 //! The plans run on an [`Engine`]: in this process or on a cluster; nothing else differs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,12 +31,13 @@ use crate::plan::{part_list, with_udf_column, FeatureReadExec, Limits, WriteExec
 use crate::reduction::{reduce, Reduction};
 use crate::report::{report, write_page, Subject};
 use crate::result::read_pca;
+use crate::resume;
 use crate::store::Store;
 use crate::udf::PcaProject;
 use crate::update;
 use crate::vocab::names::{
-    parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, PCA_DIR, REPORTS_DIR,
-    SUMS_DIR,
+    parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, OWNER_FILE, PCA_DIR,
+    REPORTS_DIR, SUMS_DIR,
 };
 use crate::vocab::schema::{col, STAGED_KEEP};
 pub use crate::vocab::summary::{PartFile, StageSeconds, Summary};
@@ -171,7 +172,36 @@ pub async fn extract(
     progress.total.store(todo.len() as u64, Ordering::Relaxed);
     seconds.list = t.elapsed().as_secs_f64();
 
-    let staging = Staging::begin(&output, cfg.overwrite || cfg.update, &run_id()).await?;
+    // The same command on the same input finds the staging an interrupted run left.
+    let partitions = match todo.is_empty() {
+        true => Vec::new(),
+        false => split_even(todo, engine.partitions(todo.len())),
+    };
+    let key = resume::run_key(
+        &resume::KeyParts {
+            input: &input.uri(),
+            output: &output.uri(),
+            weights: format!(
+                "{:?} {:?}",
+                cfg.weights.weights,
+                cfg.model.as_ref().map(|m| m.weights_hash())
+            ),
+            settings: format!("{} {:?}", update::PREPROCESSING, cfg.limits),
+        },
+        &partitions,
+    );
+    let run = run_id();
+    let staging = Staging::begin_keyed(&output, cfg.overwrite || cfg.update, &run, &key).await?;
+    let resumed = match claim(&staging, &partitions, &run).await {
+        Ok(resumed) => resumed,
+        Err(e) => {
+            let _ = staging.abort().await;
+            return Err(e);
+        }
+    };
+    let resumed_images: u64 = resumed.iter().map(|r| r.images).sum();
+    progress.done.store(resumed_images, Ordering::Relaxed);
+    progress.resumed.store(resumed_images, Ordering::Relaxed);
     let reuse = match (&base, &split) {
         (Some((base, hash)), Some(split)) => Some(Reuse {
             base,
@@ -184,7 +214,11 @@ pub async fn extract(
         cfg,
         engine,
         &input,
-        todo,
+        Work {
+            partitions: &partitions,
+            resumed,
+            run: &run,
+        },
         reuse,
         &staging,
         &progress,
@@ -202,6 +236,8 @@ pub async fn extract(
             workers,
             weights,
             reduction,
+            featurized,
+            resumed,
         }) => {
             let skipped: Vec<Skipped> = unlisted.into_iter().chain(skipped).collect();
             let t = Instant::now();
@@ -221,6 +257,8 @@ pub async fn extract(
                 weights,
                 reduction,
                 preprocessing: update::PREPROCESSING,
+                featurized,
+                resumed,
                 update: split.map(|s| s.counts),
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
@@ -275,6 +313,25 @@ async fn write_report(
     write_page(staging.location(), &report, &thumbs).await
 }
 
+/// Takes the staging over for run `run`: the reports of the partitions an interrupted run of
+/// the same command finished there ([`resume::resumable`]), and the owner mark that stops
+/// that run's tasks if they still run somewhere.
+async fn claim(
+    staging: &Staging,
+    partitions: &[&[fruits_store::ImageRef]],
+    run: &str,
+) -> Result<Vec<TaskReport>, EngineError> {
+    let resumed = match staging.resumed() {
+        true => resume::resumable(staging.location(), partitions).await?,
+        false => Vec::new(),
+    };
+    staging
+        .location()
+        .put_rel(OWNER_FILE, run.as_bytes().to_vec())
+        .await?;
+    Ok(resumed)
+}
+
 /// Fails if `output` equals, contains or lies inside the input, the weights or the saved PCA:
 /// publishing (with `--overwrite`, replacing the old result) would delete what the run reads.
 fn refuse_overlaps(
@@ -310,14 +367,22 @@ struct Reuse<'a> {
     weights: &'a str,
 }
 
-/// Stages 2 to 5, up to a result staged and checked, ready to publish. `images` are the
-/// photos to featurise; `reuse` adds the unchanged rows of an update's base.
+/// What a run featurises: `partitions` (numbered by position), but for the `resumed` ones
+/// an interrupted run finished; `run` names this run's tasks.
+struct Work<'a> {
+    partitions: &'a [&'a [fruits_store::ImageRef]],
+    resumed: Vec<TaskReport>,
+    run: &'a str,
+}
+
+/// Stages 2 to 5, up to a result staged and checked, ready to publish. `work` says what to
+/// featurise; `reuse` adds the unchanged rows of an update's base.
 #[allow(clippy::too_many_arguments)]
 async fn run_stages(
     cfg: &ExtractConfig,
     engine: &dyn Engine,
     input: &Location,
-    images: &[fruits_store::ImageRef],
+    work: Work<'_>,
     reuse: Option<Reuse<'_>>,
     staging: &Staging,
     progress: &Arc<Progress>,
@@ -327,19 +392,32 @@ async fn run_stages(
 
     // 2. Featurise: image source → featurize UDF → staged parts; partial sums per process.
     let t = Instant::now();
-    let partitions = split(images, engine.partitions(images.len()));
-    // An update with nothing new or changed featurises nothing.
-    let n = if images.is_empty() {
-        0
-    } else {
-        partitions.len()
+    let n = work.partitions.len();
+    let images: usize = work.partitions.iter().map(|p| p.len()).sum();
+    let done: BTreeSet<usize> = work.resumed.iter().map(|r| r.partition).collect();
+    let to_run: Vec<(usize, &[fruits_store::ImageRef])> = work
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| !done.contains(p))
+        .map(|(p, images)| (p, *images))
+        .collect();
+    let mut staged_reports = match to_run.is_empty() {
+        true => Vec::new(),
+        false => {
+            let sizes = work.partitions.iter().map(|p| p.len() as u64).collect();
+            featurize_stage(
+                cfg, engine, input, &to_run, sizes, &staged, progress, work.run,
+            )
+            .await?
+        }
     };
-    let mut staged_reports = match n {
-        0 => Vec::new(),
-        _ => featurize_stage(cfg, engine, input, &partitions, &staged, progress).await?,
-    };
+    let featurized = staged_reports.iter().map(|r| r.images).sum();
+    let resumed = work.resumed.iter().map(|r| r.images).sum();
+    staged_reports.extend(work.resumed);
+    staged_reports.sort_by_key(|r| r.partition);
     // Counted here too, for engines that cannot report progress as they go.
-    progress.done.store(images.len() as u64, Ordering::Relaxed);
+    progress.done.store(images as u64, Ordering::Relaxed);
     // An update's unchanged rows join as partitions n.., summed here.
     let reused_sums = match &reuse {
         Some(r) => {
@@ -351,13 +429,13 @@ async fn run_stages(
         None => None,
     };
     let mut skipped = Vec::new();
-    let mut labels = std::collections::BTreeSet::new();
+    let mut labels = BTreeSet::new();
     let mut workers = BTreeMap::new();
-    let mut weights = std::collections::BTreeSet::new();
+    let mut weights = BTreeSet::new();
     for r in &staged_reports {
         skipped.extend(r.skipped.iter().cloned());
         labels.extend(r.labels.iter().cloned());
-        if r.worker != update::REUSED_WORKER {
+        if r.worker != update::REUSED_WORKER && !done.contains(&r.partition) {
             *workers.entry(r.worker.clone()).or_insert(0) += r.images;
         }
         weights.extend(r.weights.iter().cloned());
@@ -373,7 +451,7 @@ async fn run_stages(
     progress
         .skipped
         .store(skipped.len() as u64, Ordering::Relaxed);
-    let (mut sums, reduction) = reduce(&staged.location, n).await?;
+    let (mut sums, reduction) = reduce(&staged.location, n, &done).await?;
     if let Some(reused) = reused_sums {
         sums.merge(&reused)?;
     }
@@ -389,7 +467,7 @@ async fn run_stages(
     if sums.count() < needed {
         return Err(EngineError::TooFewImages {
             ok: sums.count(),
-            total: images.len() as u64,
+            total: images as u64,
             first_error: skipped
                 .first()
                 .map(|s| format!("{}: {}", s.path, s.error))
@@ -436,7 +514,7 @@ async fn run_stages(
         col::FEATURES,
         col::FEATURES_PCA,
     )?;
-    let plan = WriteExec::new(projected, &staged, WriteKind::Output, None);
+    let plan = WriteExec::new(projected, &staged, WriteKind::Output, None).for_run(work.run);
     let written = run_checked(
         engine,
         Arc::new(plan),
@@ -445,9 +523,10 @@ async fn run_stages(
         &staged.location,
     )
     .await?;
+    // Reports first: a partition counts as staged only with its report.
+    staged.location.sub(REPORTS_DIR).delete_all().await?;
     staged.location.sub(FEATURES_DIR).delete_all().await?;
     staged.location.sub(SUMS_DIR).delete_all().await?;
-    staged.location.sub(REPORTS_DIR).delete_all().await?;
     seconds.project = t.elapsed().as_secs_f64();
 
     // 5. Nothing lost, nothing duplicated: partition by partition.
@@ -478,19 +557,24 @@ async fn run_stages(
         workers,
         weights,
         reduction,
+        featurized,
+        resumed,
     })
 }
 
-/// Stage 2's plan: featurises `partitions` into staged parts; one report per partition.
+/// Stage 2's plan: featurises `partitions` (numbered) into staged parts; one report per
+/// partition. `sizes` are the images of every partition of the run, by number.
+#[allow(clippy::too_many_arguments)]
 async fn featurize_stage(
     cfg: &ExtractConfig,
     engine: &dyn Engine,
     input: &Location,
-    partitions: &[&[fruits_store::ImageRef]],
+    partitions: &[(usize, &[fruits_store::ImageRef])],
+    sizes: Vec<u64>,
     staged: &Store,
     progress: &Arc<Progress>,
+    run: &str,
 ) -> Result<Vec<TaskReport>, EngineError> {
-    let n = partitions.len();
     let featurized = featurize_plan(
         &Store::new(input.clone(), &cfg.s3),
         partitions,
@@ -506,9 +590,9 @@ async fn featurize_stage(
         staged,
         WriteKind::Features,
         Some(progress.clone()),
-    );
-    let all: Vec<usize> = (0..n).collect();
-    let sizes: Vec<u64> = partitions.iter().map(|p| p.len() as u64).collect();
+    )
+    .for_run(run);
+    let expected: Vec<usize> = partitions.iter().map(|(p, _)| *p).collect();
     let watcher = (!engine.reports_progress()).then(|| {
         tokio::spawn(watch_tasks(
             staged.location.clone(),
@@ -520,7 +604,7 @@ async fn featurize_stage(
         engine,
         Arc::new(plan),
         WriteKind::Features,
-        &all,
+        &expected,
         &staged.location,
     )
     .await;
@@ -542,10 +626,13 @@ struct Staged {
     workers: BTreeMap<String, u64>,
     weights: Option<String>,
     reduction: Reduction,
+    /// Photos this run featurised, and photos it took from an interrupted run.
+    featurized: u64,
+    resumed: u64,
 }
 
 /// `images` in at most `n` contiguous partitions of nearly equal size.
-fn split(images: &[fruits_store::ImageRef], n: usize) -> Vec<&[fruits_store::ImageRef]> {
+fn split_even(images: &[fruits_store::ImageRef], n: usize) -> Vec<&[fruits_store::ImageRef]> {
     let per = images.len().div_ceil(n.max(1)).max(1);
     images.chunks(per).collect()
 }
@@ -693,9 +780,9 @@ mod tests {
                 version: None,
             })
             .collect();
-        let parts = split(&images, 3);
+        let parts = split_even(&images, 3);
         assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 2]);
         assert_eq!(parts[1][0].path.as_ref(), "x/4.jpg");
-        assert_eq!(split(&images, 20).len(), 10);
+        assert_eq!(split_even(&images, 20).len(), 10);
     }
 }

@@ -30,10 +30,11 @@ pub struct FeaturizeSpec {
     pub limits: Limits,
 }
 
-/// The plan: partition `p` reads `partitions[p]` from `input` and featurises them.
+/// The plan: one partition per `(partition number, images)`, reading the images from `input`
+/// and featurising them; the number names what the partition writes.
 pub fn featurize_plan(
     input: &Store,
-    partitions: &[&[ImageRef]],
+    partitions: &[(usize, &[ImageRef])],
     spec: &FeaturizeSpec,
 ) -> Result<Arc<dyn ExecutionPlan>, EngineError> {
     let scan = Arc::new(ImageReadExec::new(
@@ -74,7 +75,7 @@ pub async fn featurize_in_process(
         return Ok(());
     }
     let per = images.len().div_ceil(threads.max(1)).max(1);
-    let partitions: Vec<&[ImageRef]> = images.chunks(per).collect();
+    let partitions: Vec<(usize, &[ImageRef])> = images.chunks(per).enumerate().collect();
     let plan = featurize_plan(&Store::new(input.clone(), s3), &partitions, spec)?;
     let ctx = SessionContext::new().task_ctx();
     // One task per partition (as `extract` runs them), merged: the model runs on the

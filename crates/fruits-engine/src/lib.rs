@@ -53,6 +53,7 @@ pub mod process;
 pub mod reduction;
 pub mod report;
 pub mod result;
+pub mod resume;
 pub mod sink;
 pub mod store;
 pub mod udf;
@@ -60,7 +61,7 @@ pub mod update;
 pub mod vocab;
 pub mod weights;
 
-pub use engine::{Engine, InProcess};
+pub use engine::{Engine, InProcess, IMAGES_PER_TASK};
 pub use error::EngineError;
 pub use extract::{extract, ExtractConfig, PcaSpec, Summary};
 pub use plan::Limits;

@@ -203,14 +203,21 @@ fn choose(
 }
 
 /// The PCA partial sums of partitions `0..n` of the run staged at `staged`, each counted
-/// exactly once (see the module docs), and what the reduction moved.
-pub async fn reduce(staged: &Location, n: usize) -> Result<(PartialSums, Reduction), EngineError> {
-    reduce_within(staged, n, FLUSH_WAIT).await
+/// exactly once (see the module docs), and what the reduction moved. Partitions in
+/// `resumed` were staged by an interrupted run ([`crate::resume`]): no process will flush
+/// them, so they are not waited for; a snapshot the interrupted run left may still hold them.
+pub async fn reduce(
+    staged: &Location,
+    n: usize,
+    resumed: &BTreeSet<usize>,
+) -> Result<(PartialSums, Reduction), EngineError> {
+    reduce_within(staged, n, resumed, FLUSH_WAIT).await
 }
 
 async fn reduce_within(
     staged: &Location,
     n: usize,
+    resumed: &BTreeSet<usize>,
     wait: Duration,
 ) -> Result<(PartialSums, Reduction), EngineError> {
     flush_now(staged).await;
@@ -231,7 +238,7 @@ async fn reduce_within(
             snapshots.insert(name, (partitions, Arc::new(sums)));
         }
         let (_, missing) = choose(&snapshots, n);
-        if missing.is_empty() || Instant::now() >= deadline {
+        if missing.iter().all(|p| resumed.contains(p)) || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,7 +335,10 @@ mod tests {
             task.done(p, &sums).unwrap();
         }
         stage_features(&staged, 2, &r2).await;
-        let (got, moved) = reduce_within(&staged, 3, Duration::ZERO).await.unwrap();
+        let none = BTreeSet::new();
+        let (got, moved) = reduce_within(&staged, 3, &none, Duration::ZERO)
+            .await
+            .unwrap();
         let mut want = PartialSums::new(FEATURES);
         for r in [&r0, &r1, &r2] {
             want.add_rows(r);

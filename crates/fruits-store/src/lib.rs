@@ -509,6 +509,44 @@ impl Location {
         Ok(())
     }
 
+    /// Makes `rel` below the prefix durable: on a local disk the file and its folder are
+    /// fsynced (a finished write survives a crash of the machine, not only of the process);
+    /// an object store's write is durable once it returns.
+    pub fn sync_rel(&self, rel: &str) -> Result<(), StoreError> {
+        let Some(dir) = self.local_dir() else {
+            return Ok(());
+        };
+        let file = dir.join(rel);
+        let folder = file.parent().unwrap_or(dir).to_path_buf();
+        for path in [file, folder] {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object below the prefix whose relative name `keep` refuses. On a local
+    /// disk this walks the folder itself, so it also removes the unfinished writes an
+    /// interrupted process left (files `object_store` does not list).
+    pub async fn retain(&self, keep: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+        if let Some(dir) = self.local_dir() {
+            return retain_files(dir, dir, &keep);
+        }
+        for path in self.list_paths().await? {
+            if !keep(&self.relative(&path)) {
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.object_error(&path)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every object below the prefix.
     pub async fn delete_all(&self) -> Result<(), StoreError> {
         if let Some(dir) = self.local_dir() {
@@ -570,3 +608,36 @@ fn describe(e: &object_store::Error) -> String {
 }
 
 pub use publish::{output_exists, Staging, SUCCESS};
+
+/// [`Location::retain`] on a local folder: files below `dir` whose name relative to `root`
+/// `keep` refuses are removed.
+fn retain_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            retain_files(root, &path, keep)?;
+            continue;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+        if !keep(&rel) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}

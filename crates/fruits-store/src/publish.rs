@@ -8,14 +8,14 @@
 //! is the commit point: a JSON object (the caller's summary) whose `commit` field names the run
 //! and every object of the result.
 //!
-//! **Local disk**: the staging folder is a hidden sibling `.<name>.fruits-staging-<run>`. Every
+//! **Local disk**: the staging folder is a hidden sibling `.<name>.fruits-staging-<key>`. Every
 //! file and folder in it is fsynced, then it is swapped with the old output in one
 //! `renameat2(RENAME_EXCHANGE)` (the parent fsynced after), and the old result, now in the
 //! sibling, is deleted. Where the file system cannot exchange, the object protocol below runs on
 //! the local folder instead. A lock file `.<name>.fruits-lock` beside the output (`flock`,
 //! released by the kernel when the process dies) keeps two runs from writing one output.
 //!
-//! **Object stores** (no rename): the staging prefix is `<output>/_temporary/<run>/`. Steps:
+//! **Object stores** (no rename): the staging prefix is `<output>/_temporary/<key>/`. Steps:
 //! 1. write the journal `_temporary/<run>/_COMMIT` (the new `_SUCCESS` and the copy list);
 //! 2. copy the data files to their run-unique keys (old files untouched; old `_SUCCESS` valid);
 //! 3. delete the old `_SUCCESS`;
@@ -33,8 +33,14 @@
 //!
 //! A lease object `_temporary/<run>.lease`, rewritten every [`LEASE_RENEW`], keeps two runs from
 //! writing one output: a run refuses to start while another's lease is younger than
-//! [`LEASE_TTL`] (by the store's clock). Leftover staging of dead runs (no journal) is deleted by
-//! the next run, and never makes the output look existing.
+//! [`LEASE_TTL`] (by the store's clock), unless the lease names a process of this machine
+//! that no longer runs (a run killed and started again at once need not wait). Leftover
+//! staging of dead runs (no journal) is deleted by the next run, and never makes the output
+//! look existing.
+//!
+//! **Resume**: a staging area is named by a key, the run id unless the caller gives one
+//! ([`Staging::begin_keyed`]). A run whose key is that of an interrupted run keeps its
+//! staging area and may reuse what is in it; every other area left over is deleted.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +62,9 @@ const JOURNAL: &str = "_COMMIT";
 /// Below an object-store output: staging areas and leases.
 const TEMPORARY: &str = "_temporary";
 
+/// What follows `.<name>.` in a local staging folder's name, before its key.
+const STAGING: &str = "fruits-staging-";
+
 /// How long a lease not renewed keeps other runs out.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 
@@ -72,6 +81,7 @@ pub struct Staging {
     fault: Option<Fault>,
     exchange: bool,
     stamp: bool,
+    resumed: bool,
 }
 
 /// What keeps other runs out while this one lives.
@@ -110,18 +120,36 @@ impl Staging {
         overwrite: bool,
         run_id: &str,
     ) -> Result<Staging, StoreError> {
+        Staging::begin_keyed(output, overwrite, run_id, run_id).await
+    }
+
+    /// [`Staging::begin`] with a staging area named by `key` instead of the run: an area of
+    /// that key left by an interrupted run is kept and reused ([`Staging::resumed`]), any
+    /// other left over is deleted. The caller derives `key` from everything that decides
+    /// what the run stages, so that only the same work resumes.
+    pub async fn begin_keyed(
+        output: &Location,
+        overwrite: bool,
+        run_id: &str,
+        key: &str,
+    ) -> Result<Staging, StoreError> {
         let guard = acquire(output, run_id).await?;
-        Staging::recover_held(output, run_id).await?;
+        Staging::recover_held(output, Some(key)).await?;
         if output_exists(output).await? && !overwrite {
             return Err(StoreError::OutputExists(output.uri()));
         }
-        let staged = match output.local_dir() {
+        let (staged, resumed) = match output.local_dir() {
             Some(dir) => {
-                let staged = sibling(dir, &format!("fruits-staging-{run_id}"));
+                let staged = sibling(dir, &format!("{STAGING}{key}"));
+                let resumed = staged.is_dir();
                 std::fs::create_dir_all(&staged).map_err(io(&staged))?;
-                Location::local(staged)?
+                (Location::local(staged)?, resumed)
             }
-            None => output.sub(&format!("{TEMPORARY}/{run_id}")),
+            None => {
+                let staged = output.sub(&format!("{TEMPORARY}/{key}"));
+                let resumed = !staged.list_paths().await?.is_empty();
+                (staged, resumed)
+            }
         };
         Ok(Staging {
             output: output.clone(),
@@ -131,7 +159,14 @@ impl Staging {
             fault: None,
             exchange: true,
             stamp: true,
+            resumed,
         })
+    }
+
+    /// Whether the staging area was left by an interrupted run of the same key (see
+    /// [`Staging::begin_keyed`]): what it holds may be reused.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Where the run writes its result.
@@ -261,14 +296,16 @@ impl Staging {
     pub async fn recover(output: &Location) -> Result<(), StoreError> {
         let run = format!("recover-{}", std::process::id());
         let guard = acquire(output, &run).await?;
-        let result = Staging::recover_held(output, &run).await;
+        let result = Staging::recover_held(output, None).await;
         release(output, guard).await;
         result
     }
 
-    /// [`Staging::recover`], the lock or lease already held by `run`.
-    async fn recover_held(output: &Location, run: &str) -> Result<(), StoreError> {
-        for staged in stale_stagings(output, run).await? {
+    /// [`Staging::recover`], the lock or lease already held: every staging area with a
+    /// journal is rolled forward, the one named `keep` is left for its run to resume, and
+    /// every other is deleted.
+    async fn recover_held(output: &Location, keep: Option<&str>) -> Result<(), StoreError> {
+        for (key, staged) in stagings(output).await? {
             match staged.get_rel(JOURNAL).await {
                 Ok(bytes) => {
                     let journal = staged.uri_of(&staged.child(JOURNAL));
@@ -279,6 +316,13 @@ impl Staging {
                         })?;
                     tracing::warn!(staging = staged.uri(), "finishing an interrupted commit");
                     roll_forward(output, &staged, &objects, &marker, &mut || Ok(())).await?;
+                }
+                // Kept, unless it holds a published result: the old output an exchange
+                // moved there just before a crash.
+                Err(StoreError::NotFound(_)) if keep == Some(key.as_str()) => {
+                    if staged.get_rel(SUCCESS).await.is_ok() {
+                        staged.delete_all().await?;
+                    }
                 }
                 Err(StoreError::NotFound(_)) => staged.delete_all().await?,
                 Err(e) => return Err(e),
@@ -475,33 +519,36 @@ pub async fn output_exists(output: &Location) -> Result<bool, StoreError> {
     Ok(false)
 }
 
-/// Staging areas of other runs on `output` (all dead: `run` holds the lock or lease).
-async fn stale_stagings(output: &Location, run: &str) -> Result<Vec<Location>, StoreError> {
+/// Staging areas on `output`, by key (all of dead runs but the caller's: it holds the lock
+/// or lease).
+async fn stagings(output: &Location) -> Result<Vec<(String, Location)>, StoreError> {
     let mut out = Vec::new();
     if let Some(dir) = output.local_dir() {
-        let (parent, prefix) = sibling_parts(dir, "fruits-staging-");
+        let (parent, prefix) = sibling_parts(dir, STAGING);
         let Ok(entries) = std::fs::read_dir(&parent) else {
             return Ok(out);
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && !name.ends_with(&format!("-{run}")) {
-                out.push(Location::local(e.path())?);
+            if let Some(key) = name.strip_prefix(&prefix) {
+                out.push((key.to_string(), Location::local(e.path())?));
             }
         }
-        out.sort_by_key(|l| l.uri());
+        out.sort_by_key(|(key, _)| key.clone());
         return Ok(out);
     }
     for folder in list_temporary(output).await?.common_prefixes {
-        if folder.filename() != Some(run) {
-            out.push(Location {
+        let key = folder.filename().unwrap_or_default().to_string();
+        out.push((
+            key,
+            Location {
                 store: output.store.clone(),
                 prefix: folder,
                 kind: output.kind.clone(),
-            });
-        }
+            },
+        ));
     }
-    out.sort_by_key(|l| l.uri());
+    out.sort_by_key(|(key, _)| key.clone());
     Ok(out)
 }
 
@@ -536,7 +583,7 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
         return Ok(Guard::Lock(file));
     }
     let path = output.child(&format!("{TEMPORARY}/{run}.lease"));
-    let body = format!("{{\"run\":\"{run}\",\"pid\":{}}}", std::process::id());
+    let body = Holder::me().lease(run);
     put(output, &path, body.clone()).await?;
     let mine = output
         .store
@@ -546,11 +593,23 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
         .last_modified;
     let leases = list_temporary(output).await?;
     let ttl = as_time_delta(LEASE_TTL);
-    if let Some(other) = leases.objects.iter().find(|m| {
+    for other in leases.objects.iter().filter(|m| {
         m.location != path
             && m.location.as_ref().ends_with(".lease")
             && mine.signed_duration_since(m.last_modified) < ttl
     }) {
+        // A lease of a process of this machine that is gone holds nothing.
+        let held = output.store.get(&other.location).await;
+        let body = match held {
+            Ok(got) => got.bytes().await.ok(),
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(_) => None,
+        };
+        if body.is_some_and(|b| Holder::me().outlived(&b)) {
+            tracing::warn!(lease = %other.location, "ignoring the lease of a dead process");
+            delete(output, &other.location).await?;
+            continue;
+        }
         delete(output, &path).await?;
         let age = mine
             .signed_duration_since(other.last_modified)
@@ -578,6 +637,49 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
         })
     };
     Ok(Guard::Lease { path, renew })
+}
+
+/// Who holds a lease: a process on a machine (its host name and boot, so that a process id
+/// is only ever compared on the machine and boot it belongs to).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Holder {
+    host: String,
+    boot: String,
+    pid: u32,
+}
+
+impl Holder {
+    fn me() -> Holder {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        Holder {
+            host: read("/proc/sys/kernel/hostname"),
+            boot: read("/proc/sys/kernel/random/boot_id"),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The lease object's body for run `run`.
+    fn lease(&self, run: &str) -> String {
+        serde_json::json!({ "run": run, "host": self.host, "boot": self.boot, "pid": self.pid })
+            .to_string()
+    }
+
+    /// Whether the lease `body` was written by a process of this machine and boot that no
+    /// longer runs. Unknown machines, or a body without them, are never judged dead.
+    fn outlived(&self, body: &[u8]) -> bool {
+        let Ok(other) = serde_json::from_slice::<Holder>(body) else {
+            return false;
+        };
+        !self.boot.is_empty()
+            && other.host == self.host
+            && other.boot == self.boot
+            && other.pid != self.pid
+            && !FsPath::new(&format!("/proc/{}", other.pid)).exists()
+    }
 }
 
 /// The lease's lifetime as the store's timestamps count it.

@@ -129,3 +129,74 @@ async fn transient_failures_are_retried() {
         assert_eq!(&loc.get(&images[0].path).await.unwrap()[..], b"kiwi");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_its_keyed_staging_and_its_dead_lease_is_ignored() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    server.bucket("results");
+    let out = open("s3://results/Resumed", &server);
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
+    // A process of this machine that has ended.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let lease = |host: &str, pid: u32| {
+        serde_json::json!({
+            "run": "killed", "host": host, "boot": read("/proc/sys/kernel/random/boot_id"), "pid": pid
+        })
+        .to_string()
+        .into_bytes()
+    };
+    // What a killed run left: its lease, its keyed staging; and another run's staging.
+    out.put_rel("_temporary/killed.lease", lease("elsewhere", dead))
+        .await
+        .unwrap();
+    out.put_rel(
+        "_temporary/key1/_features/part-00000.parquet",
+        b"f".to_vec(),
+    )
+    .await
+    .unwrap();
+    out.put_rel(
+        "_temporary/key0/_features/part-00000.parquet",
+        b"g".to_vec(),
+    )
+    .await
+    .unwrap();
+    // A lease of another machine is honoured: its process may live.
+    let err = Staging::begin_keyed(&out, false, "again", "key1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+    // Of a process of this machine that has ended: ignored at once.
+    let host = read("/proc/sys/kernel/hostname");
+    out.put_rel("_temporary/killed.lease", lease(&host, dead))
+        .await
+        .unwrap();
+    let s = Staging::begin_keyed(&out, false, "again", "key1")
+        .await
+        .unwrap();
+    assert!(s.resumed());
+    assert_eq!(
+        &s.location()
+            .get_rel("_features/part-00000.parquet")
+            .await
+            .unwrap()[..],
+        b"f"
+    );
+    let left = server.objects("results");
+    assert!(
+        left.iter()
+            .all(|o| !o.contains("key0") && !o.contains("killed")),
+        "the other staging and the dead lease are gone: {left:?}"
+    );
+    s.abort().await.unwrap();
+    // A fresh key is not a resume.
+    let s = Staging::begin_keyed(&out, false, "third", "key2")
+        .await
+        .unwrap();
+    assert!(!s.resumed());
+    s.abort().await.unwrap();
+}

@@ -123,8 +123,8 @@ struct RunArgs {
     /// The executors load the weights and reach the store with their own settings.
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
-    /// On a cluster: images per task.
-    #[arg(long, default_value_t = fruits_cluster::defaults::IMAGES_PER_TASK as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Images per task: the unit a run resumes from, and a cluster schedules.
+    #[arg(long, default_value_t = fruits_engine::IMAGES_PER_TASK as u64, value_parser = clap::value_parser!(u64).range(1..))]
     images_per_task: u64,
     /// On a cluster: seconds one job may take before it is abandoned and retried once.
     #[arg(long, default_value_t = fruits_cluster::defaults::JOB_TIMEOUT_S)]
@@ -481,7 +481,10 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
             (Box::new(cluster), None)
         }
         None => (
-            Box::new(fruits_engine::InProcess::new(threads)),
+            Box::new(
+                fruits_engine::InProcess::new(threads)
+                    .with_images_per_task(a.images_per_task as usize),
+            ),
             Some(load_model(&rt, &weights)?),
         ),
     };
@@ -534,7 +537,17 @@ pub(crate) async fn with_progress_bar<T>(
         let bar = bar.clone();
         let progress = progress.clone();
         tokio::spawn(async move {
+            let mut told = false;
             loop {
+                let resumed = progress.resumed.load(Ordering::Relaxed);
+                if resumed > 0 && !told {
+                    told = true;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "resuming: {resumed} images already featurised by an interrupted run of this command"
+                        )
+                    });
+                }
                 bar.set_length(progress.total.load(Ordering::Relaxed));
                 bar.set_position(progress.done.load(Ordering::Relaxed));
                 let skipped = progress.skipped.load(Ordering::Relaxed);
@@ -562,6 +575,12 @@ fn print_summary(s: &Summary) {
         }
     }
     println!("wrote {} rows to {}", s.rows, s.output);
+    if s.resumed > 0 {
+        println!(
+            "resumed {} images from an interrupted run, featurised {}",
+            s.resumed, s.featurized
+        );
+    }
     if let Some(u) = &s.update {
         if let Some(why) = &u.stale {
             println!("stored features not reused: {why}");

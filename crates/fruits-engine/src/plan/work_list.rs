@@ -14,15 +14,14 @@ use fruits_store::ImageRef;
 
 use crate::vocab::schema::{image_list_schema, part_list_schema, ImageListRows, PartListRows};
 
-/// The images to featurise ([`image_list_schema`]), partition `p` holding `partitions[p]`
-/// (object paths of the store they are read from).
-pub fn image_list(partitions: &[&[ImageRef]]) -> Result<Arc<dyn ExecutionPlan>> {
+/// The images to featurise ([`image_list_schema`]): one partition per `(partition number,
+/// images)` (object paths of the store they are read from).
+pub fn image_list(partitions: &[(usize, &[ImageRef])]) -> Result<Arc<dyn ExecutionPlan>> {
     let batches = partitions
         .iter()
-        .enumerate()
         .map(|(p, images)| {
             let rows = images.iter().map(|i| (i.path.as_ref(), i.label.as_str()));
-            Ok(vec![ImageListRows::batch(p as u32, rows)?])
+            Ok(vec![ImageListRows::batch(*p as u32, rows)?])
         })
         .collect::<Result<Vec<Vec<RecordBatch>>>>()?;
     Ok(MemorySourceConfig::try_new_exec(

@@ -22,7 +22,7 @@ use crate::process::worker_name;
 use crate::reduction::Running;
 use crate::sink::PartWriter;
 use crate::store::{Store, StoreRef};
-use crate::vocab::names::{part_name, report_name, FEATURES_DIR};
+use crate::vocab::names::{part_name, report_name, FEATURES_DIR, OWNER_FILE};
 use crate::vocab::schema::{
     features_schema, output_schema, partition_of, report_schema, FeatureRows, FeaturizedRows,
     OutputRows,
@@ -36,6 +36,10 @@ pub struct WriteSpec {
     pub staging: StoreRef,
     /// What it writes.
     pub kind: WriteKind,
+    /// The run it works for: a featurize task finding that another run has taken the staging
+    /// over ([`OWNER_FILE`]) stops, as a job left behind by a killed client must.
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 /// Writes each input partition to the staging location and returns one [`TaskReport`] row.
@@ -64,6 +68,7 @@ impl WriteExec {
         let spec = WriteSpec {
             staging: staging.reference.clone(),
             kind,
+            run: None,
         };
         WriteExec::with_location(input, spec, staging.location.clone(), progress)
     }
@@ -95,6 +100,12 @@ impl WriteExec {
             progress,
             props,
         }
+    }
+
+    /// The node working for run `run` (see [`WriteSpec::run`]).
+    pub fn for_run(mut self, run: &str) -> Self {
+        self.spec.run = Some(run.to_string());
+        self
     }
 
     /// What it is.
@@ -134,6 +145,7 @@ impl ExecutionPlan for WriteExec {
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let kind = self.spec.kind;
+        let run = self.spec.run.clone();
         tracing::debug!(partition, ?kind, "write");
         let task = ctx
             .task_id()
@@ -143,7 +155,10 @@ impl ExecutionPlan for WriteExec {
         let progress = self.progress.clone();
         let started = std::time::Instant::now();
         let report = futures::stream::once(async move {
-            let done = write_partition(kind, input, &staged, progress.as_deref()).await;
+            let done = match superseded(&staged, run.as_deref()).await {
+                Some(e) => Err(e),
+                None => write_partition(kind, input, &staged, progress.as_deref()).await,
+            };
             let seconds = started.elapsed().as_secs_f64();
             match &done {
                 Ok(r) => tracing::info!(
@@ -170,8 +185,20 @@ impl ExecutionPlan for WriteExec {
 /// The `tracing` target of the one line each task writes when it ends (shown by executors).
 pub const TASK_LOG: &str = "fruits::task";
 
-/// Writes the rows of one partition and its report; the report once part and report are
-/// durable.
+/// The error to stop with if the staging now belongs to a run other than `run`.
+async fn superseded(staged: &Location, run: Option<&str>) -> Option<DataFusionError> {
+    let run = run?;
+    let owner = staged.get_rel(OWNER_FILE).await.ok()?;
+    (owner != run.as_bytes()).then(|| {
+        DataFusionError::Execution(format!(
+            "run {run} was superseded by run {} of the same command",
+            String::from_utf8_lossy(&owner)
+        ))
+    })
+}
+
+/// Writes the rows of one partition, makes them durable, then writes its report (made
+/// durable too): a partition with a report is whole, whatever stops the process.
 async fn write_partition(
     kind: WriteKind,
     input: SendableRecordBatchStream,
@@ -190,10 +217,17 @@ async fn write_partition(
         }
         WriteKind::Output => (write_output(p, input, staged).await.map_err(fail)?, None),
     };
+    let part = match kind {
+        WriteKind::Features => part_name(FEATURES_DIR, p),
+        WriteKind::Output => part_name("", p),
+    };
+    staged.sync_rel(&part).map_err(external)?;
+    let report_at = report_name(kind, p);
     staged
-        .put_rel(&report_name(kind, p), report.to_json())
+        .put_rel(&report_at, report.to_json())
         .await
         .map_err(external)?;
+    staged.sync_rel(&report_at).map_err(external)?;
     // Part and report are durable: the partition's sums join the process's.
     if let Some((running, sums)) = sums {
         running.done(p, &sums).map_err(fail)?;

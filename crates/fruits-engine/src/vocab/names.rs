@@ -8,6 +8,9 @@ pub const FEATURES_DIR: &str = "_features";
 pub const SUMS_DIR: &str = "_sums";
 /// Task reports, one file per task; removed before publishing.
 pub const REPORTS_DIR: &str = "_reports";
+/// The run that owns a staging area (its id), written when it starts: tasks of an earlier run
+/// of the same command stop on seeing another. Removed with the reports.
+pub const OWNER_FILE: &str = "_reports/owner";
 /// The fitted (or applied) PCA, published beside the data.
 pub const PCA_DIR: &str = "_pca";
 /// The images a run set aside, and why.

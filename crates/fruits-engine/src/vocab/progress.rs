@@ -11,4 +11,7 @@ pub struct Progress {
     pub done: AtomicU64,
     /// Images skipped so far.
     pub skipped: AtomicU64,
+    /// Images whose features an interrupted run of the same command had staged (counted in
+    /// `done`).
+    pub resumed: AtomicU64,
 }

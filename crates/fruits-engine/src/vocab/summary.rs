@@ -43,6 +43,13 @@ pub struct Summary {
     /// The preprocessing version its features come from (`update::PREPROCESSING`).
     #[serde(default)]
     pub preprocessing: u32,
+    /// Photos run through the model by this invocation (skipped ones included).
+    #[serde(default)]
+    pub featurized: u64,
+    /// Photos whose staged features this invocation took from an interrupted run of the same
+    /// command ([`crate::resume`]).
+    #[serde(default)]
+    pub resumed: u64,
     /// With `--mode update`: how the photos compared with the previous result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateCounts>,
