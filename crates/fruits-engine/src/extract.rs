@@ -321,15 +321,16 @@ async fn claim(
     partitions: &[&[fruits_store::ImageRef]],
     run: &str,
 ) -> Result<Vec<TaskReport>, EngineError> {
-    let resumed = match staging.resumed() {
-        true => resume::resumable(staging.location(), partitions).await?,
-        false => Vec::new(),
-    };
+    // The mark first: from here on, the earlier run's tasks stop at their start, and only
+    // those already running can still finish (and are done again here).
     staging
         .location()
         .put_rel(OWNER_FILE, run.as_bytes().to_vec())
         .await?;
-    Ok(resumed)
+    match staging.resumed() {
+        true => resume::resumable(staging.location(), partitions).await,
+        false => Ok(Vec::new()),
+    }
 }
 
 /// Fails if `output` equals, contains or lies inside the input, the weights or the saved PCA:

@@ -17,7 +17,7 @@ use fruits_store::{ImageRef, Location};
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
-use crate::vocab::names::{part_name, report_name, FEATURES_DIR, SUMS_DIR};
+use crate::vocab::names::{part_name, report_name, FEATURES_DIR, OWNER_FILE, SUMS_DIR};
 use crate::vocab::{TaskReport, WriteKind};
 
 /// What decides a run's staged work, besides its partitions.
@@ -61,7 +61,7 @@ pub fn run_key(parts: &KeyParts, partitions: &[&[ImageRef]]) -> String {
 /// The reports of the partitions an interrupted run finished in `staged` (part and report both
 /// there, the report matching the partition), in partition order; everything else it left is
 /// deleted, but for the PCA sums' snapshots ([`crate::reduction`]), which count only finished
-/// partitions.
+/// partitions, and the owner mark ([`OWNER_FILE`]) the resuming run has written.
 pub async fn resumable(
     staged: &Location,
     partitions: &[&[ImageRef]],
@@ -97,7 +97,11 @@ pub async fn resumable(
         .collect();
     let sums = format!("{SUMS_DIR}/");
     staged
-        .retain(|rel| keep.contains(rel) || (rel.starts_with(&sums) && rel.ends_with(".sums")))
+        .retain(|rel| {
+            keep.contains(rel)
+                || rel == OWNER_FILE
+                || (rel.starts_with(&sums) && rel.ends_with(".sums"))
+        })
         .await?;
     Ok(done)
 }
@@ -172,6 +176,7 @@ mod tests {
         put(part_name(FEATURES_DIR, 2), b"part".to_vec()).await;
         put(report_name(WriteKind::Features, 2), report(2, 5).to_json()).await;
         put(format!("{SUMS_DIR}/w-1-0.sums"), b"sums".to_vec()).await;
+        put(OWNER_FILE.into(), b"run-2".to_vec()).await;
         put("part-00000.parquet".into(), b"projected".to_vec()).await;
         std::fs::write(dir.path().join("_features/part-00001.parquet#3"), b"half").unwrap();
 
@@ -184,6 +189,7 @@ mod tests {
             [
                 "_features/part-00000.parquet",
                 "_reports/features-00000.json",
+                "_reports/owner",
                 "_sums/w-1-0.sums"
             ]
         );

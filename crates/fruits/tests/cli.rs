@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod results;
+
 fn fruits(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
     cmd.args(args)
@@ -561,4 +563,94 @@ fn an_argument_that_is_not_utf8_gives_one_line_and_exit_1() {
         .output()
         .unwrap();
     assert_fails(&out, &["fruits: error:", "not valid UTF-8"]);
+}
+
+/// Task reports the run staging `out` has stored so far (its partitions done).
+fn staged_reports(out: &Path) -> usize {
+    let parent = out.parent().unwrap();
+    let prefix = format!(
+        ".{}.fruits-staging-",
+        out.file_name().unwrap().to_str().unwrap()
+    );
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| std::fs::read_dir(e.path().join("_reports")).ok())
+        .flat_map(|r| r.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("features-"))
+        .count()
+}
+
+#[test]
+fn a_run_killed_at_half_resumes_with_the_same_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("photos");
+    fruits_testkit::write_photo_tree(&input, 6, 40);
+    let weights = dir.path().join("weights");
+    fruits_testkit::synthetic_weights(&weights, 12);
+    let (n, per_task, threads) = (240, 4, 2);
+    let extract = |out: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
+        cmd.args(["extract", "--input", input.to_str().unwrap()])
+            .args(["--output", out.to_str().unwrap(), "--pca-k", "4"])
+            .args(["--threads", &threads.to_string()])
+            .args(["--images-per-task", &per_task.to_string()])
+            .env("FRUITS_WEIGHTS", &weights)
+            .env("XDG_CACHE_HOME", "/nonexistent-fruits-cache");
+        cmd
+    };
+    let out = dir.path().join("out");
+    let mut first = extract(&out).spawn().unwrap();
+    let tasks = n / per_task;
+    let started = std::time::Instant::now();
+    while staged_reports(&out) < tasks / 2 {
+        assert!(first.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(started.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let done = staged_reports(&out);
+    assert!(!out.exists(), "nothing published by the killed run");
+
+    let again = extract(&out).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    let resumed = done * per_task;
+    assert!(
+        stdout.contains(&format!(
+            "resumed {resumed} images from an interrupted run, featurised {}",
+            n - resumed
+        )),
+        "{stdout}"
+    );
+    assert!(text(&again.stderr).contains(&format!("resuming: {resumed} images")));
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(success["resumed"], resumed as u64);
+    assert_eq!(success["featurized"], (n - resumed) as u64);
+    // The killed run finished `done` tasks and was at most one task into each thread; the
+    // second run featurised the rest: at most 1.1 N in all.
+    let at_most = resumed + threads * per_task + (n - resumed);
+    assert!(at_most as f64 <= 1.1 * n as f64, "{at_most}");
+    // Nothing of the interrupted run is left beside the result.
+    let strays: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("staging"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+
+    let whole = dir.path().join("whole");
+    let full = extract(&whole).output().unwrap();
+    assert!(full.status.success(), "{}", text(&full.stderr));
+    results::assert_same_result(
+        &fruits_testkit::read_rows(&out),
+        &fruits_testkit::read_rows(&whole),
+        1e-6,
+    );
 }

@@ -40,11 +40,13 @@ fn fruits(server: &S3Server, cache: &Path, args: &[&str]) -> Command {
 
 /// Starts `cmd` and returns it with the first line it prints.
 fn start(mut cmd: Command) -> (Proc, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start fruits");
+    cmd.stderr(Stdio::null());
+    start_logged(cmd)
+}
+
+/// [`start`], leaving `cmd`'s stderr as set.
+fn start_logged(mut cmd: Command) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start fruits");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -53,7 +55,8 @@ fn start(mut cmd: Command) -> (Proc, String) {
 }
 
 /// A scheduler (lost executors detected after 3 s) and `n` executors (1 task at a time,
-/// heartbeat every second); returns them, the `df://` URL and the executors' names.
+/// heartbeat every second, logging to `<cache>/work-<i>/log`); returns them, the `df://`
+/// URL and the executors' names.
 fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String, Vec<String>) {
     let args = [
         "scheduler",
@@ -86,7 +89,11 @@ fn cluster(server: &S3Server, cache: &Path, n: usize) -> (Vec<Proc>, String, Vec
             work.to_str().unwrap(),
         ];
         std::fs::create_dir_all(&work).unwrap();
-        let (executor, line) = start(fruits(server, cache, &args));
+        // Each executor logs a line per task into its work folder.
+        let log = std::fs::File::create(work.join("log")).unwrap();
+        let mut cmd = fruits(server, cache, &args);
+        cmd.stderr(log);
+        let (executor, line) = start_logged(cmd);
         assert!(line.contains("registered"), "{line}");
         // "fruits executor NAME registered with ..."
         names.push(
@@ -448,6 +455,109 @@ fn an_update_on_the_cluster_featurises_only_new_photos() {
     assert_same_result(
         &read_rows(&bucket.join("out")),
         &read_rows(&bucket.join("full")),
+        1e-5,
+    );
+}
+
+/// Images the executors' featurize tasks finished, from their logs (one line per task).
+fn featurised_by_executors(cache: &Path, n: usize) -> u64 {
+    (0..n)
+        .map(|i| std::fs::read_to_string(cache.join(format!("work-{i}/log"))).unwrap())
+        .flat_map(|log| {
+            log.lines()
+                .filter_map(|l| {
+                    let rest = l.split("Features of partition ").nth(1)?;
+                    // "P: K images, S skipped, R rows in T s"
+                    rest.split(": ")
+                        .nth(1)?
+                        .split(" images")
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .sum()
+}
+
+#[test]
+fn a_client_killed_at_half_resumes_on_the_cluster() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), 6, 40);
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 7);
+    let cache = tempfile::tempdir().unwrap();
+    let (_procs, url, _) = cluster(&server, cache.path(), 2);
+    let (n, per_task) = (240u64, 4u64);
+    let extract = |output: &str| {
+        let mut cmd = fruits(
+            &server,
+            cache.path(),
+            &["extract", "--input", "s3://fruits/Test", "--output", output],
+        );
+        cmd.args(["--weights", "s3://fruits/models/w", "--pca-k", "4"])
+            .args([
+                "--cluster",
+                &url,
+                "--images-per-task",
+                &per_task.to_string(),
+            ]);
+        cmd
+    };
+    let staged = || {
+        server
+            .objects("fruits")
+            .iter()
+            .filter(|o| o.starts_with("out/_temporary/") && o.contains("_reports/features-"))
+            .count() as u64
+    };
+    let mut client = extract("s3://fruits/out")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while staged() < n / per_task / 2 {
+        assert!(client.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+
+    // The same command: its job's tasks skip what is staged, and the killed client's job,
+    // which the scheduler still runs, stops at its next task.
+    let stdout = text(&succeed(extract("s3://fruits/out")).stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("resumed "))
+        .unwrap_or_else(|| panic!("nothing resumed: {stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (resumed, featurized): (u64, u64) = (words[1].parse().unwrap(), words[8].parse().unwrap());
+    assert_eq!(resumed + featurized, n, "{line}");
+    assert!(resumed >= n / 2, "{line}");
+    // Give the killed client's job time to end, then count every task the executors ran.
+    std::thread::sleep(Duration::from_secs(3));
+    let total = featurised_by_executors(cache.path(), 2);
+    println!("{line}; the executors featurised {total} images in all");
+    assert!(
+        total as f64 <= 1.1 * n as f64,
+        "{total} images featurised for {n}"
+    );
+    assert!(
+        server
+            .objects("fruits")
+            .iter()
+            .all(|o| !o.contains("_temporary")),
+        "staging left behind"
+    );
+    let whole = succeed(extract("s3://fruits/whole"));
+    assert!(text(&whole.stdout).contains("wrote 240 rows"));
+    assert_same_result(
+        &read_rows(&bucket.join("out")),
+        &read_rows(&bucket.join("whole")),
         1e-5,
     );
 }

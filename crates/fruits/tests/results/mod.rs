@@ -1,4 +1,6 @@
-//! Reading what a cluster run printed and wrote, shared by the cluster tests.
+//! Reading what a run printed and wrote, shared by the tests that run `fruits` (each uses
+//! part of it).
+#![allow(dead_code)]
 
 use std::process::Output;
 
