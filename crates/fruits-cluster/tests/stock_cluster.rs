@@ -35,6 +35,7 @@ async fn a_stock_ballista_scheduler_is_named_as_the_cause() {
         limits: Default::default(),
         s3: Default::default(),
         report: true,
+        format: fruits_engine::Format::Parquet,
     };
     let url = format!("df://{addr}");
     let token = fruits_cluster::auth::ClusterToken::new(b"a-test-token-of-16+").unwrap();

@@ -25,9 +25,20 @@ pub enum EngineError {
     /// The query engine.
     #[error("query engine: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A Delta table (`--format delta`).
+    #[error(transparent)]
+    Delta(#[from] fruits_delta::DeltaError),
     /// Arrow compute.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The output holds another format than the run writes.
+    #[error("output {output} {what}")]
+    Format {
+        /// The output.
+        output: String,
+        /// What it is and what to do.
+        what: String,
+    },
     /// Writing Parquet.
     #[error("writing {uri}: {source}")]
     Parquet {

@@ -33,6 +33,7 @@ use crate::report::{report, write_page, Subject};
 use crate::result::read_pca;
 use crate::resume;
 use crate::store::Store;
+use crate::table::{self, Format};
 use crate::udf::PcaProject;
 use crate::update;
 use crate::vocab::names::{
@@ -96,6 +97,8 @@ pub struct ExtractConfig {
     pub s3: S3Settings,
     /// Write `_report.html` (with the data checks) into the result.
     pub report: bool,
+    /// A Parquet folder, or the next version of a Delta table.
+    pub format: Format,
 }
 
 /// A run id unique enough for staging names: time and process.
@@ -154,6 +157,7 @@ pub async fn extract(
     if images.is_empty() {
         return Err(EngineError::NoImages(input.uri()));
     }
+    check_format(cfg.format, &output).await?;
     // An update keeps the stored features of the photos that did not change.
     let base = match cfg.update {
         true => {
@@ -257,6 +261,7 @@ pub async fn extract(
                 weights,
                 reduction,
                 preprocessing: update::PREPROCESSING,
+                version: None,
                 featurized,
                 resumed,
                 update: split.map(|s| s.counts),
@@ -286,7 +291,18 @@ pub async fn extract(
                 summary.seconds.total = started.elapsed().as_secs_f64();
             }
             let marker = serde_json::to_value(&summary).unwrap_or_default();
-            staging.commit(marker).await?;
+            match cfg.format {
+                Format::Parquet => staging.commit(marker).await?,
+                Format::Delta => {
+                    let staged: Vec<(String, u64)> = parts
+                        .iter()
+                        .zip(&summary.files)
+                        .map(|(name, f)| (name.clone(), f.rows))
+                        .collect();
+                    let version = table::publish(staging, marker, &staged).await?;
+                    summary.version = Some(version);
+                }
+            }
             summary.seconds.commit = t.elapsed().as_secs_f64() - summary.seconds.report;
             summary.seconds.total = started.elapsed().as_secs_f64();
             Ok(summary)
@@ -331,6 +347,25 @@ async fn claim(
         true => resume::resumable(staging.location(), partitions).await,
         false => Ok(Vec::new()),
     }
+}
+
+/// Fails if the output holds the other format: a Parquet run would delete a table's history,
+/// a Delta run would mix its log into a Parquet folder.
+async fn check_format(format: Format, output: &Location) -> Result<(), EngineError> {
+    let is_table = fruits_delta::is_table(output).await?;
+    let what = match format {
+        Format::Parquet if is_table => {
+            "is a Delta table: pass --format delta to write its next version"
+        }
+        Format::Delta if !is_table && fruits_store::output_exists(output).await? => {
+            "exists and is not a Delta table: write the table to a new output"
+        }
+        _ => return Ok(()),
+    };
+    Err(EngineError::Format {
+        output: output.uri(),
+        what: what.to_string(),
+    })
 }
 
 /// Fails if `output` equals, contains or lies inside the input, the weights or the saved PCA:

@@ -11,6 +11,7 @@
 //!   `pca_project(features)`, and their spec ([`udf::FunctionSpec`]).
 //! * [`vocab`]: what the nodes and the job share: schemas with typed row views, object names,
 //!   task reports, progress.
+//! * [`table`]: `--format delta`, a result as the next version of a Delta table.
 //! * [`engine`]: where plans run ([`Engine`]); [`InProcess`] here, a cluster elsewhere.
 //! * [`store`]: store locations as plans name them; [`process`]: per-process state (worker
 //!   name, I/O runtime); [`sink`]: one Parquet part, streamed to the store; [`weights`]: which
@@ -22,7 +23,9 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), fruits_engine::EngineError> {
 //! use std::sync::Arc;
-//! use fruits_engine::{extract, ExtractConfig, InProcess, Limits, ModelSource, PcaSpec, Progress};
+//! use fruits_engine::{
+//!     extract, ExtractConfig, Format, InProcess, Limits, ModelSource, PcaSpec, Progress,
+//! };
 //! let s3 = fruits_store::S3Settings::default();
 //! let cfg = ExtractConfig {
 //!     input: "fruits-360/Test".into(),
@@ -36,6 +39,7 @@
 //!     limits: Limits::DEFAULT,
 //!     s3,
 //!     report: true,
+//!     format: Format::Parquet,
 //! };
 //! let summary = extract(&cfg, &InProcess::new(2), Arc::new(Progress::default())).await?;
 //! println!("{} rows, k = {}", summary.rows, summary.k);
@@ -56,6 +60,7 @@ pub mod result;
 pub mod resume;
 pub mod sink;
 pub mod store;
+pub mod table;
 pub mod udf;
 pub mod update;
 pub mod vocab;
@@ -65,5 +70,6 @@ pub use engine::{Engine, InProcess, IMAGES_PER_TASK};
 pub use error::EngineError;
 pub use extract::{extract, ExtractConfig, PcaSpec, Summary};
 pub use plan::Limits;
+pub use table::Format;
 pub use vocab::{Progress, Skipped};
 pub use weights::ModelSource;

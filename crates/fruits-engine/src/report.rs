@@ -16,7 +16,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
-use crate::result::{read_manifest, read_pca, visit_parts};
+use crate::result::{open_result, read_pca, visit_parts};
 use crate::vocab::names::{ERRORS_FILE, PCA_DIR, REPORT_FILE};
 use crate::vocab::schema::list_values;
 use crate::vocab::summary::Summary;
@@ -41,6 +41,9 @@ pub struct Subject {
     pub pca: PcaModel,
     /// Its rows.
     pub rows: Sampled,
+    /// Where its report page belongs (beside its `_pca/`; see
+    /// [`ResultAt::meta`](crate::result::ResultAt::meta)).
+    pub home: Location,
 }
 
 /// A result's rows as a report reads them, in bounded memory: every row's path, label and
@@ -115,18 +118,20 @@ impl Subject {
     /// Reads the published result at `uri`.
     pub async fn read(uri: &str, s3: &S3Settings) -> Result<Subject, EngineError> {
         let at = Location::parse_with(uri, s3)?;
-        let manifest = read_manifest(&at).await?;
-        let summary: Summary = serde_json::from_value(manifest)
-            .map_err(|e| EngineError::Task(format!("{uri}/_SUCCESS: {e}")))?;
+        let found = open_result(&at).await?;
+        let meta = found.meta.uri();
+        let summary: Summary = serde_json::from_value(found.manifest)
+            .map_err(|e| EngineError::Task(format!("{meta}/_SUCCESS: {e}")))?;
         let parts: Vec<String> = summary.files.iter().map(|f| f.name.clone()).collect();
-        let rows = Sampled::read(&at, &parts, summary.rows as usize).await?;
-        let skipped = match at.get_rel(ERRORS_FILE).await {
+        let rows = Sampled::read(&found.data, &parts, summary.rows as usize).await?;
+        let skipped = match found.meta.get_rel(ERRORS_FILE).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| EngineError::Task(format!("{uri}/{ERRORS_FILE}: {e}")))?,
+                .map_err(|e| EngineError::Task(format!("{meta}/{ERRORS_FILE}: {e}")))?,
             Err(_) => Vec::new(),
         };
-        let pca = read_pca(&at.sub(PCA_DIR)).await?;
+        let pca = read_pca(&found.meta.sub(PCA_DIR)).await?;
         Ok(Subject {
+            home: found.meta.clone(),
             uri: at.uri(),
             summary,
             skipped,
@@ -144,6 +149,7 @@ impl Subject {
         pca: &PcaModel,
     ) -> Result<Subject, EngineError> {
         Ok(Subject {
+            home: at.clone(),
             uri: summary.output.clone(),
             summary: summary.clone(),
             skipped: skipped.to_vec(),

@@ -65,17 +65,67 @@ pub struct Published {
     pub rows: ResultRows,
 }
 
-/// Reads the result at `at`: the parts its `_SUCCESS` lists, nothing else.
+/// Reads the result at `at`: the parts its manifest lists, nothing else.
 pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
-    let manifest = read_manifest(at).await?;
-    let files = manifest_parts(&manifest);
-    let k = manifest["k"].as_u64().unwrap_or(0) as usize;
-    let rows = read_parts(at, &files, k).await?;
+    let found = open_result(at).await?;
+    let files = manifest_parts(&found.manifest);
+    let k = found.manifest["k"].as_u64().unwrap_or(0) as usize;
+    let rows = read_parts(&found.data, &files, k).await?;
     Ok(Published {
         uri: at.uri(),
-        weights: manifest["weights"].as_str().map(str::to_string),
-        manifest,
+        weights: found.manifest["weights"].as_str().map(str::to_string),
+        manifest: found.manifest,
         rows,
+    })
+}
+
+/// Where the pieces of a published result are.
+#[derive(Debug, Clone)]
+pub struct ResultAt {
+    /// What its manifest's part names are relative to.
+    pub data: Location,
+    /// Where its `_SUCCESS` manifest, `_pca/`, `_errors.json`, `_inputs/` and `_report.html`
+    /// are: the result's own folder, or for a Delta table the folder of its latest version
+    /// ([`crate::table`]).
+    pub meta: Location,
+    /// The manifest (the run's summary; see [`read_manifest`]).
+    pub manifest: serde_json::Value,
+}
+
+/// The published result at `at`: a Parquet folder, or the latest version of a Delta table
+/// written by fruits (whose data files must be exactly those its manifest lists).
+pub async fn open_result(at: &Location) -> Result<ResultAt, EngineError> {
+    if !fruits_delta::is_table(at).await? {
+        return Ok(ResultAt {
+            data: at.clone(),
+            meta: at.clone(),
+            manifest: read_manifest(at).await?,
+        });
+    }
+    let latest = fruits_delta::latest(at).await?;
+    let uri = at.uri();
+    let Some(folder) = latest.metadata[crate::table::META_KEY].as_str() else {
+        return Err(EngineError::Task(format!(
+            "version {} of the Delta table {uri} was not written by fruits",
+            latest.version
+        )));
+    };
+    let meta = at.sub(folder);
+    let manifest = read_manifest(&meta).await?;
+    let mut listed = manifest_parts(&manifest);
+    let mut found: Vec<String> = latest.files.into_iter().map(|f| f.path).collect();
+    listed.sort();
+    found.sort();
+    if listed != found {
+        return Err(EngineError::Task(format!(
+            "version {} of the Delta table {uri} holds other files than fruits wrote (another writer changed it)",
+            latest.version
+        )));
+    }
+    Ok(ResultAt {
+        data: at.clone(),
+        meta,
+        manifest,
     })
 }
 

@@ -21,7 +21,7 @@ use fruits_pca::PartialSums;
 use fruits_store::{ImageRef, Location};
 
 use crate::error::EngineError;
-use crate::result::{manifest_parts, read_manifest, visit_batches};
+use crate::result::{manifest_parts, open_result, visit_batches};
 use crate::sink::PartWriter;
 use crate::vocab::names::{part_name, FEATURES_DIR, INPUTS_FILE};
 use crate::vocab::schema::{
@@ -40,6 +40,7 @@ pub const REUSED_WORKER: &str = "reused";
 /// The previous result an update starts from.
 #[derive(Debug)]
 pub struct Base {
+    /// What its part names are relative to.
     at: Location,
     /// Its photos: URI → (size, version).
     inputs: HashMap<String, (u64, Option<String>)>,
@@ -55,7 +56,8 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
     if !fruits_store::output_exists(output).await? {
         return Ok(None);
     }
-    let manifest = read_manifest(output).await?;
+    let found = open_result(output).await?;
+    let manifest = found.manifest;
     let parts = manifest_parts(&manifest);
     let theirs = manifest["weights"].as_str().unwrap_or("unknown");
     let preprocessing = manifest["preprocessing"].as_u64().unwrap_or(0);
@@ -82,7 +84,7 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
         (stale, _) => stale,
     };
     if recorded {
-        visit_batches(output, &[INPUTS_FILE.to_string()], |batch, _| {
+        visit_batches(&found.meta, &[INPUTS_FILE.to_string()], |batch, _| {
             let r = InputRows::try_from(batch)?;
             for i in 0..batch.num_rows() {
                 let version = r
@@ -96,7 +98,7 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
         .await?;
     }
     Ok(Some(Base {
-        at: output.clone(),
+        at: found.data,
         inputs,
         parts,
         stale,

@@ -31,6 +31,7 @@ fn config(input: &Path, output: &Path, model: Arc<MobileNetV2>, pca: PcaSpec) ->
         limits: Default::default(),
         s3: Default::default(),
         report: true,
+        format: fruits_engine::Format::Parquet,
     }
 }
 

@@ -28,6 +28,7 @@ async fn run(input: &Path, output: &Path, model: Arc<MobileNetV2>, update: bool)
         limits: Default::default(),
         s3: Default::default(),
         report: false,
+        format: fruits_engine::Format::Parquet,
     };
     fruits_engine::extract(&cfg, &InProcess::new(2), Arc::new(Progress::default()))
         .await

@@ -169,6 +169,11 @@ impl Staging {
         self.resumed
     }
 
+    /// The run's id.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
     /// Where the run writes its result.
     pub fn location(&self) -> &Location {
         &self.staged

@@ -128,6 +128,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             limits: fruits_engine::Limits::default(),
             s3: s3.clone(),
             report: false,
+            format: fruits_engine::Format::Parquet,
         };
         let progress = Arc::new(Progress::default());
         let engine = fruits_engine::InProcess::new(threads);

@@ -107,6 +107,10 @@ struct RunArgs {
     /// featurises only new and changed ones.
     #[arg(long, value_enum, default_value_t = Mode::New)]
     mode: Mode,
+    /// The result's format: a folder of Parquet parts, or a Delta Lake table whose every run
+    /// is a new version (earlier versions stay readable).
+    #[arg(long, value_enum, default_value_t = Format::Parquet)]
+    format: Format,
     /// Images per model batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     batch_size: u64,
@@ -145,6 +149,15 @@ enum Mode {
     Overwrite,
     /// Update it.
     Update,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// A Parquet folder with `_SUCCESS` last.
+    Parquet,
+    /// A Delta Lake table.
+    Delta,
 }
 
 /// Where a cluster process finds the cluster's shared secret.
@@ -503,6 +516,10 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         },
         s3,
         report: !a.no_report,
+        format: match a.format {
+            Format::Parquet => fruits_engine::Format::Parquet,
+            Format::Delta => fruits_engine::Format::Delta,
+        },
     };
     let progress = Arc::new(Progress::default());
     let summary = rt.block_on(with_progress_bar(
@@ -575,6 +592,9 @@ fn print_summary(s: &Summary) {
         }
     }
     println!("wrote {} rows to {}", s.rows, s.output);
+    if let Some(v) = s.version {
+        println!("committed version {v} of the Delta table");
+    }
     if s.resumed > 0 {
         println!(
             "resumed {} images from an interrupted run, featurised {}",

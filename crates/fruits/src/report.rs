@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use fruits_engine::report::{report, write_page, Subject};
-use fruits_store::Location;
 
 /// Arguments of `fruits report`.
 #[derive(Args)]
@@ -40,8 +39,8 @@ pub(crate) fn run(a: ReportArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&figures)?);
             return Ok(());
         }
-        let at = Location::parse_with(&a.uri, &s3)?;
-        write_page(&at, &figures, &thumbs).await?;
+        let at = &subject.home;
+        write_page(at, &figures, &thumbs).await?;
         let c = &figures.checks;
         println!("wrote {}/_report.html", at.uri());
         println!(

@@ -480,6 +480,40 @@ fn extract_from_and_to_s3_with_weights_on_s3() {
         &[],
     );
     assert_fails(&out, &["s3://missing-bucket/Test", "NoSuchBucket"]);
+
+    // A Delta table on S3: two versions, each commit file written once, the latest read back.
+    for mode in ["new", "overwrite"] {
+        let out = run(
+            &[
+                "extract",
+                "--input",
+                "s3://fruits/Test/",
+                "--output",
+                "s3://fruits/Table",
+                "--weights",
+                "s3://fruits/models/w/",
+                "--pca-k",
+                "2",
+                "--format",
+                "delta",
+                "--mode",
+                mode,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let objects = server.objects("fruits");
+    for v in 0..2 {
+        let log = format!("Table/_delta_log/{v:020}.json");
+        assert!(objects.contains(&log), "{log} in {objects:?}");
+    }
+    assert!(!objects
+        .iter()
+        .any(|o| o.contains("Table/_delta_log/00000000000000000002")));
+    let out = run(&["report", "s3://fruits/Table", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 }
 
 #[test]

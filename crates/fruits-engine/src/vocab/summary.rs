@@ -50,6 +50,9 @@ pub struct Summary {
     /// command ([`crate::resume`]).
     #[serde(default)]
     pub resumed: u64,
+    /// With `--format delta`: the table version this run committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// With `--mode update`: how the photos compared with the previous result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateCounts>,
