@@ -226,3 +226,83 @@ fn failure(at: &Location, e: impl std::fmt::Display) -> DeltaError {
         message: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+
+    fn schema() -> Schema {
+        Schema::new(vec![Field::new("path", DataType::Utf8, false)])
+    }
+
+    fn file(name: &str, rows: u64) -> DataFile {
+        DataFile {
+            path: name.into(),
+            size: 10,
+            rows,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_replace_files_and_of_two_writers_of_one_version_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Location::parse(dir.path().join("t").to_str().unwrap()).unwrap();
+        assert!(!is_table(&at).await.unwrap());
+        let v0 = commit(
+            &at,
+            &schema(),
+            &[file("a.parquet", 3)],
+            serde_json::json!({"run": "r0"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(v0, 0);
+        assert!(is_table(&at).await.unwrap());
+        let latest0 = latest(&at).await.unwrap();
+        assert_eq!(latest0.files, [file("a.parquet", 3)]);
+        assert_eq!(latest0.metadata["run"], "r0");
+
+        // Version 1 is written once: a second writer of the same commit file is refused.
+        let log = log_store(&at).unwrap();
+        let entry = |body: &str| {
+            deltalake_core::logstore::CommitOrBytes::LogBytes(body.to_string().into_bytes().into())
+        };
+        let id = uuid::Uuid::new_v4();
+        log.write_commit_entry(1, entry("{}\n"), id).await.unwrap();
+        let again = log.write_commit_entry(1, entry("{}\n"), id).await;
+        assert!(
+            matches!(
+                again,
+                Err(deltalake_core::kernel::transaction::TransactionError::VersionAlreadyExists(1))
+            ),
+            "{again:?}"
+        );
+        std::fs::remove_file(dir.path().join("t/_delta_log/00000000000000000001.json")).unwrap();
+
+        // Two writers of version 1 at once: both replace a.parquet; one commit wins.
+        let (s, b, c) = (schema(), [file("b.parquet", 4)], [file("c.parquet", 5)]);
+        let (x, y) = tokio::join!(
+            commit(&at, &s, &b, serde_json::json!({"run": "rb"})),
+            commit(&at, &s, &c, serde_json::json!({"run": "rc"})),
+        );
+        let won: Vec<u64> = [&x, &y]
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        let now = latest(&at).await.unwrap();
+        assert_eq!(
+            now.files.len(),
+            1,
+            "never both writers' files: {:?}",
+            now.files
+        );
+        match (x, y) {
+            (Ok(1), Err(_)) => assert_eq!(now.metadata["run"], "rb"),
+            (Err(_), Ok(1)) => assert_eq!(now.metadata["run"], "rc"),
+            // One after the other: the later one replaced the earlier's files.
+            (Ok(a), Ok(b)) => assert_eq!((a.min(b), a.max(b)), (1, 2), "{won:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -49,8 +49,11 @@ fn a_delta_table_written_updated_and_overwritten_reads_back_at_every_version() {
     fruits_testkit::write_photo_tree(&input, 3, 10);
     let table = dir.path().join("table");
     let extract = |args: &[&str]| {
-        let mut all = vec!["--pca-k", "3", "--format", "delta"];
+        let mut all = vec!["--format", "delta"];
         all.extend_from_slice(args);
+        if !args.contains(&"--pca-k") {
+            all.extend(["--pca-k", "3"]);
+        }
         fruits_testkit::run_extract(env!("CARGO_BIN_EXE_fruits"), &input, &table, &all).0
     };
     let first = extract(&[]);
@@ -72,7 +75,10 @@ fn a_delta_table_written_updated_and_overwritten_reads_back_at_every_version() {
     );
     assert!(second.contains("committed version 1"), "{second}");
     // A Parquet run over the table is refused: it would delete its history.
+    let weights = dir.path().join("weights");
+    fruits_testkit::synthetic_weights(&weights, 2);
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_fruits"))
+        .env("FRUITS_WEIGHTS", &weights)
         .args(["extract", "--input", input.to_str().unwrap()])
         .args(["--output", table.to_str().unwrap(), "--mode", "overwrite"])
         .output()
