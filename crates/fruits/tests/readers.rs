@@ -1,7 +1,23 @@
 //! A fruits result is one dataset to pyarrow, pandas and DuckDB, which ignore its `_` entries
-//! (`tests/readers.py`, run by the python in `$FRUITS_PYTHON`; `.ci/run` makes one).
+//! (`tests/readers.py`), and a Delta table to the `deltalake` and `polars` packages at every
+//! version (`tests/delta.py`); run by the python in `$FRUITS_PYTHON` (`.ci/run` makes one).
 
 use std::process::Command;
+
+/// The JSON line `tests/<script>` prints about the result at `at`, run by `python`.
+fn python_reads(python: &std::ffi::OsStr, script: &str, at: &std::path::Path) -> serde_json::Value {
+    let read = Command::new(python)
+        .arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
+        .arg(at)
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    serde_json::from_slice(&read.stdout).unwrap()
+}
 
 #[test]
 fn pyarrow_pandas_and_duckdb_read_the_result_as_one_dataset() {
@@ -19,17 +35,7 @@ fn pyarrow_pandas_and_duckdb_read_the_result_as_one_dataset() {
         &out,
         &["--pca-k", "3"],
     );
-    let read = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/readers.py"))
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let seen = python_reads(&python, "readers.py", &out);
     let want = serde_json::json!({
         "pyarrow": {"rows": 15, "columns": ["path", "label", "features", "features_pca"]},
         "pandas": {"rows": 15, "labels": ["Class 0", "Class 1", "Class 2"]},
@@ -93,17 +99,7 @@ fn a_delta_table_written_updated_and_overwritten_reads_back_at_every_version() {
     let third = extract(&["--mode", "overwrite", "--pca-k", "4"]);
     assert!(third.contains("committed version 2"), "{third}");
 
-    let read = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/delta.py"))
-        .arg(&table)
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let seen = python_reads(&python, "delta.py", &table);
     assert_eq!(seen["latest"], 2, "{seen}");
     for (v, rows, k) in [("0", 30, 3), ("1", 32, 3), ("2", 31, 4)] {
         let at = &seen["versions"][v];
