@@ -22,7 +22,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use fruits_model::{MobileNetV2, FEATURES};
 use fruits_pca::{Components, PcaModel};
 use fruits_store::{Location, S3Settings, Staging};
-use futures::StreamExt;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -37,8 +36,8 @@ use crate::table::{self, Format};
 use crate::udf::PcaProject;
 use crate::update;
 use crate::vocab::names::{
-    parse_report_file, part_name, report_name, ERRORS_FILE, FEATURES_DIR, OWNER_FILE, PCA_DIR,
-    REPORTS_DIR, SUMS_DIR,
+    parse_report_file, part_name, ERRORS_FILE, FEATURES_DIR, OWNER_FILE, PCA_DIR, REPORTS_DIR,
+    SUMS_DIR,
 };
 use crate::vocab::schema::{col, STAGED_KEEP};
 pub use crate::vocab::summary::{PartFile, StageSeconds, Summary};
@@ -203,9 +202,6 @@ pub async fn extract(
             return Err(e);
         }
     };
-    let resumed_images: u64 = resumed.iter().map(|r| r.images).sum();
-    progress.done.store(resumed_images, Ordering::Relaxed);
-    progress.resumed.store(resumed_images, Ordering::Relaxed);
     let reuse = match (&base, &split) {
         (Some((base, hash)), Some(split)) => Some(Reuse {
             base,
@@ -293,15 +289,7 @@ pub async fn extract(
             let marker = serde_json::to_value(&summary).unwrap_or_default();
             match cfg.format {
                 Format::Parquet => staging.commit(marker).await?,
-                Format::Delta => {
-                    let staged: Vec<(String, u64)> = parts
-                        .iter()
-                        .zip(&summary.files)
-                        .map(|(name, f)| (name.clone(), f.rows))
-                        .collect();
-                    let version = table::publish(staging, marker, &staged).await?;
-                    summary.version = Some(version);
-                }
+                Format::Delta => summary.version = Some(table::publish(staging, marker).await?),
             }
             summary.seconds.commit = t.elapsed().as_secs_f64() - summary.seconds.report;
             summary.seconds.total = started.elapsed().as_secs_f64();
@@ -431,6 +419,9 @@ async fn run_stages(
     let n = work.partitions.len();
     let images: usize = work.partitions.iter().map(|p| p.len()).sum();
     let done: BTreeSet<usize> = work.resumed.iter().map(|r| r.partition).collect();
+    let resumed: u64 = work.resumed.iter().map(|r| r.images).sum();
+    progress.done.store(resumed, Ordering::Relaxed);
+    progress.resumed.store(resumed, Ordering::Relaxed);
     let to_run: Vec<(usize, &[fruits_store::ImageRef])> = work
         .partitions
         .iter()
@@ -449,7 +440,6 @@ async fn run_stages(
         }
     };
     let featurized = staged_reports.iter().map(|r| r.images).sum();
-    let resumed = work.resumed.iter().map(|r| r.images).sum();
     staged_reports.extend(work.resumed);
     staged_reports.sort_by_key(|r| r.partition);
     // Counted here too, for engines that cannot report progress as they go.
@@ -731,14 +721,9 @@ async fn stored_reports(
     kind: WriteKind,
     expected: &[usize],
 ) -> Option<Vec<TaskReport>> {
-    let fetched: Vec<_> = futures::stream::iter(expected)
-        .map(|&p| async move { staged.get_rel(&report_name(kind, p)).await })
-        .buffered(8)
-        .collect()
-        .await;
-    fetched
+    resume::read_reports(staged, kind, expected)
+        .await
         .into_iter()
-        .map(|bytes| serde_json::from_slice(&bytes.ok()?).ok())
         .collect()
 }
 

@@ -14,6 +14,7 @@
 //! other partitions are featurised again.
 
 use fruits_store::{ImageRef, Location};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
@@ -72,20 +73,20 @@ pub async fn resumable(
         .iter()
         .map(|p| staged.relative(p))
         .collect();
-    let mut done = Vec::new();
-    for (p, images) in partitions.iter().enumerate() {
-        let report = report_name(WriteKind::Features, p);
-        if !present.contains(&part_name(FEATURES_DIR, p)) || !present.contains(&report) {
-            continue;
-        }
-        let Ok(bytes) = staged.get_rel(&report).await else {
-            continue;
-        };
-        match serde_json::from_slice::<TaskReport>(&bytes) {
-            Ok(r) if r.partition == p && r.images == images.len() as u64 => done.push(r),
-            _ => {}
-        }
-    }
+    let candidates: Vec<usize> = (0..partitions.len())
+        .filter(|&p| {
+            present.contains(&part_name(FEATURES_DIR, p))
+                && present.contains(&report_name(WriteKind::Features, p))
+        })
+        .collect();
+    let done: Vec<TaskReport> = read_reports(staged, WriteKind::Features, &candidates)
+        .await
+        .into_iter()
+        .zip(&candidates)
+        .filter_map(|(r, &p)| {
+            r.filter(|r| r.partition == p && r.images == partitions[p].len() as u64)
+        })
+        .collect();
     let keep: std::collections::HashSet<String> = done
         .iter()
         .flat_map(|r| {
@@ -104,6 +105,21 @@ pub async fn resumable(
         })
         .await?;
     Ok(done)
+}
+
+/// The stored `kind` reports of `partitions` of the run staged at `staged`, in that order:
+/// `None` for one missing or unreadable. Read a few at a time.
+pub(crate) async fn read_reports(
+    staged: &Location,
+    kind: WriteKind,
+    partitions: &[usize],
+) -> Vec<Option<TaskReport>> {
+    futures::stream::iter(partitions)
+        .map(|&p| async move { staged.get_rel(&report_name(kind, p)).await })
+        .buffered(8)
+        .map(|bytes| serde_json::from_slice(&bytes.ok()?).ok())
+        .collect()
+        .await
 }
 
 #[cfg(test)]

@@ -38,14 +38,13 @@ pub const VERSIONS_DIR: &str = "_fruits";
 pub const META_KEY: &str = "folder";
 
 /// Publishes the result staged in `staging` as the next version of the Delta table at its
-/// output (creating it), with `manifest` (the run's summary) and `files` (the parts as staged
-/// and their rows); the staging is then removed. Returns the new version.
+/// output (creating it), with `manifest` (the run's summary, whose `files` name the parts as
+/// published, with their rows); the staging is then removed. Returns the new version.
 pub async fn publish(
     staging: Staging,
     mut manifest: serde_json::Value,
-    files: &[(String, u64)],
 ) -> Result<u64, EngineError> {
-    let result = copy_and_commit(&staging, &mut manifest, files).await;
+    let result = copy_and_commit(&staging, &mut manifest).await;
     // Published or not, the staging has served (on failure the copies are removed too).
     staging.abort().await?;
     result
@@ -54,30 +53,23 @@ pub async fn publish(
 async fn copy_and_commit(
     staging: &Staging,
     manifest: &mut serde_json::Value,
-    files: &[(String, u64)],
 ) -> Result<u64, EngineError> {
     let (staged, table) = (staging.location(), staging.output());
     let folder = format!("{VERSIONS_DIR}/{}", staging.run());
-    let data: std::collections::HashMap<&str, u64> = files
-        .iter()
-        .map(|(name, rows)| (name.as_str(), *rows))
-        .collect();
+    let parts: Vec<PartFile> = serde_json::from_value(manifest["files"].clone())
+        .map_err(|e| EngineError::Task(format!("the run's manifest lists no parts: {e}")))?;
     let mut copied = Vec::new();
-    let mut parts = Vec::new();
     let mut sidecars = Vec::new();
     let result: Result<u64, EngineError> = async {
         for path in staged.list_paths().await? {
             let rel = staged.relative(&path);
-            let to = match data.get(rel.as_str()) {
-                Some(rows) => {
-                    let name = staging.final_name(&rel);
-                    parts.push((name.clone(), *rows));
-                    name
-                }
-                None => {
-                    sidecars.push(rel.clone());
-                    format!("{folder}/{rel}")
-                }
+            // Data parts get their run-unique name at the top; the rest goes to the folder.
+            let name = staging.final_name(&rel);
+            let to = if name != rel {
+                name
+            } else {
+                sidecars.push(rel.clone());
+                format!("{folder}/{rel}")
             };
             let target = table.child(&to);
             table
@@ -87,17 +79,7 @@ async fn copy_and_commit(
                 .map_err(|e| EngineError::Task(format!("{}: {e}", table.uri_of(&target))))?;
             copied.push(target);
         }
-        // The version's manifest: as a folder's `_SUCCESS`, parts named as in the table.
-        manifest["files"] = serde_json::to_value(
-            parts
-                .iter()
-                .map(|(name, rows)| PartFile {
-                    name: name.clone(),
-                    rows: *rows,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_default();
+        // The version's manifest: as a folder's `_SUCCESS`.
         sidecars.push(fruits_store::SUCCESS.to_string());
         manifest["commit"] = serde_json::json!({ "run": staging.run(), "objects": sidecars });
         let success = format!("{folder}/{}", fruits_store::SUCCESS);
@@ -109,16 +91,16 @@ async fn copy_and_commit(
             .await?;
         copied.push(table.child(&success));
         let mut delta_files = Vec::new();
-        for (name, rows) in &parts {
+        for part in &parts {
             let meta = table
                 .store()
-                .head(&table.child(name))
+                .head(&table.child(&part.name))
                 .await
-                .map_err(|e| EngineError::Task(format!("{}/{name}: {e}", table.uri())))?;
+                .map_err(|e| EngineError::Task(format!("{}/{}: {e}", table.uri(), part.name)))?;
             delta_files.push(fruits_delta::DataFile {
-                path: name.clone(),
+                path: part.name.clone(),
                 size: meta.size,
-                rows: *rows,
+                rows: part.rows,
             });
         }
         let record = serde_json::json!({

@@ -588,7 +588,8 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
         return Ok(Guard::Lock(file));
     }
     let path = output.child(&format!("{TEMPORARY}/{run}.lease"));
-    let body = Holder::me().lease(run);
+    let me = Holder::me();
+    let body = me.lease(run);
     put(output, &path, body.clone()).await?;
     let mine = output
         .store
@@ -610,7 +611,7 @@ async fn acquire(output: &Location, run: &str) -> Result<Guard, StoreError> {
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(_) => None,
         };
-        if body.is_some_and(|b| Holder::me().outlived(&b)) {
+        if body.is_some_and(|b| me.outlived(&b)) {
             tracing::warn!(lease = %other.location, "ignoring the lease of a dead process");
             delete(output, &other.location).await?;
             continue;
