@@ -117,17 +117,64 @@ fn succeed(mut cmd: Command) -> Output {
     out
 }
 
+/// A cluster of `executors` beside a real S3 server whose bucket `fruits` holds `classes` x
+/// `per_class` photos under `Test/` and synthetic weights (`seed`) under `models/w/`. The
+/// processes go first when it is dropped.
+struct Fixture {
+    procs: Vec<Proc>,
+    url: String,
+    names: Vec<String>,
+    cache: tempfile::TempDir,
+    bucket: std::path::PathBuf,
+    server: S3Server,
+}
+
+fn fixture(classes: usize, per_class: usize, seed: u64, executors: usize) -> Option<Fixture> {
+    let server = S3Server::start()?;
+    let bucket = server.bucket("fruits");
+    fruits_testkit::write_photo_tree(&bucket.join("Test"), classes, per_class);
+    fruits_testkit::synthetic_weights(&bucket.join("models/w"), seed);
+    let cache = tempfile::tempdir().unwrap();
+    let (procs, url, names) = cluster(&server, cache.path(), executors);
+    Some(Fixture {
+        procs,
+        url,
+        names,
+        cache,
+        bucket,
+        server,
+    })
+}
+
+impl Fixture {
+    /// `fruits args` with the fixture's settings.
+    fn fruits(&self, args: &[&str]) -> Command {
+        fruits(&self.server, self.cache.path(), args)
+    }
+
+    /// `extract` of `Test/` to `output` on the cluster, with the fixture's weights, `k`
+    /// components and `per_task` images per task.
+    fn extract(&self, output: &str, k: usize, per_task: u64) -> Command {
+        let mut cmd = self.fruits(&["extract", "--input", "s3://fruits/Test", "--output", output]);
+        cmd.args([
+            "--weights",
+            "s3://fruits/models/w",
+            "--pca-k",
+            &k.to_string(),
+        ])
+        .args(["--cluster", &self.url])
+        .args(["--images-per-task", &per_task.to_string()]);
+        cmd
+    }
+}
+
 #[test]
 fn cluster_result_equals_the_in_process_result() {
-    let Some(server) = S3Server::start() else {
+    let Some(f) = fixture(3, 8, 5, 2) else {
         return;
     };
-    let bucket = server.bucket("fruits");
-    fruits_testkit::write_photo_tree(&bucket.join("Test"), 3, 8);
+    let (bucket, url) = (&f.bucket, &f.url);
     std::fs::write(bucket.join("Test/Class 2/broken.jpg"), b"not a jpeg").unwrap();
-    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 5);
-    let cache = tempfile::tempdir().unwrap();
-    let (_procs, url, _) = cluster(&server, cache.path(), 2);
     let common = [
         "extract",
         "--input",
@@ -140,11 +187,11 @@ fn cluster_result_equals_the_in_process_result() {
         "3",
     ];
 
-    let mut local = fruits(&server, cache.path(), &common);
+    let mut local = f.fruits(&common);
     local.args(["--output", "s3://fruits/local"]);
     succeed(local);
-    let mut remote = fruits(&server, cache.path(), &common);
-    remote.args(["--output", "s3://fruits/cluster", "--cluster", &url]);
+    let mut remote = f.fruits(&common);
+    remote.args(["--output", "s3://fruits/cluster", "--cluster", url]);
     // 13 tasks of at most 2 images, on 2 executors.
     remote.args(["--images-per-task", "2"]);
     let out = succeed(remote);
@@ -187,8 +234,8 @@ fn cluster_result_equals_the_in_process_result() {
     );
 
     // A client that does not know the cluster's token is refused, in one line.
-    let mut stranger = fruits(&server, cache.path(), &common);
-    stranger.args(["--output", "s3://fruits/stranger", "--cluster", &url]);
+    let mut stranger = f.fruits(&common);
+    stranger.args(["--output", "s3://fruits/stranger", "--cluster", url]);
     stranger.env("FRUITS_CLUSTER_TOKEN", "not-the-cluster-token");
     let out = stranger.output().unwrap();
     let err = one_line_error(&out);
@@ -200,7 +247,7 @@ fn cluster_result_equals_the_in_process_result() {
         !err.contains(TOKEN) && !err.contains("not-the-cluster-token"),
         "{err}"
     );
-    let objects = server.objects("fruits");
+    let objects = f.server.objects("fruits");
     assert!(
         !objects.iter().any(|o| o.starts_with("stranger/")),
         "nothing written for a stranger: {objects:?}"
@@ -230,34 +277,12 @@ fn cluster_processes_refuse_to_start_without_a_token() {
 
 #[test]
 fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
-    let Some(server) = S3Server::start() else {
+    let Some(mut f) = fixture(6, 40, 6, 2) else {
         return;
     };
-    let bucket = server.bucket("fruits");
-    fruits_testkit::write_photo_tree(&bucket.join("Test"), 6, 40);
-    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 6);
-    let cache = tempfile::tempdir().unwrap();
-    let (mut procs, url, names) = cluster(&server, cache.path(), 2);
-    let mut run = fruits(
-        &server,
-        cache.path(),
-        &[
-            "extract",
-            "--input",
-            "s3://fruits/Test",
-            "--output",
-            "s3://fruits/out",
-            "--weights",
-            "s3://fruits/models/w",
-            "--pca-k",
-            "4",
-            "--cluster",
-            &url,
-            "--images-per-task",
-            "4",
-        ],
-    );
-    let mut job = run
+    let (server, bucket, names) = (&f.server, &f.bucket, &f.names);
+    let mut job = f
+        .extract("s3://fruits/out", 4, 4)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,7 +306,7 @@ fn losing_an_executor_mid_run_still_gives_a_complete_duplicate_free_result() {
         job.try_wait().unwrap().is_none(),
         "killed before the job ended"
     );
-    let victim = procs.remove(1);
+    let victim = f.procs.remove(1);
     drop(victim);
 
     let out = job.wait_with_output().unwrap();
@@ -418,23 +443,13 @@ fn a_cluster_without_executors_is_one_line_not_a_hang() {
 
 #[test]
 fn an_update_on_the_cluster_featurises_only_new_photos() {
-    let Some(server) = S3Server::start() else {
+    let Some(f) = fixture(2, 10, 5, 2) else {
         return;
     };
-    let bucket = server.bucket("fruits");
-    fruits_testkit::write_photo_tree(&bucket.join("Test"), 2, 10);
-    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 5);
-    let cache = tempfile::tempdir().unwrap();
-    let (_procs, url, _) = cluster(&server, cache.path(), 2);
+    let bucket = &f.bucket;
     let extract = |output: &str, extra: &[&str]| {
-        let mut cmd = fruits(
-            &server,
-            cache.path(),
-            &["extract", "--input", "s3://fruits/Test", "--output", output],
-        );
-        cmd.args(["--weights", "s3://fruits/models/w", "--pca-k", "3"])
-            .args(["--cluster", &url, "--images-per-task", "3"])
-            .args(extra);
+        let mut cmd = f.extract(output, 3, 3);
+        cmd.args(extra);
         text(&succeed(cmd).stdout)
     };
     extract("s3://fruits/out", &[]);
@@ -482,30 +497,12 @@ fn featurised_by_executors(cache: &Path, n: usize) -> u64 {
 
 #[test]
 fn a_client_killed_at_half_resumes_on_the_cluster() {
-    let Some(server) = S3Server::start() else {
+    let Some(f) = fixture(6, 40, 7, 2) else {
         return;
     };
-    let bucket = server.bucket("fruits");
-    fruits_testkit::write_photo_tree(&bucket.join("Test"), 6, 40);
-    fruits_testkit::synthetic_weights(&bucket.join("models/w"), 7);
-    let cache = tempfile::tempdir().unwrap();
-    let (_procs, url, _) = cluster(&server, cache.path(), 2);
+    let (server, bucket) = (&f.server, &f.bucket);
     let (n, per_task) = (240u64, 4u64);
-    let extract = |output: &str| {
-        let mut cmd = fruits(
-            &server,
-            cache.path(),
-            &["extract", "--input", "s3://fruits/Test", "--output", output],
-        );
-        cmd.args(["--weights", "s3://fruits/models/w", "--pca-k", "4"])
-            .args([
-                "--cluster",
-                &url,
-                "--images-per-task",
-                &per_task.to_string(),
-            ]);
-        cmd
-    };
+    let extract = |output: &str| f.extract(output, 4, per_task);
     let staged = || {
         server
             .objects("fruits")
@@ -540,7 +537,7 @@ fn a_client_killed_at_half_resumes_on_the_cluster() {
     assert!(resumed >= n / 2, "{line}");
     // Give the killed client's job time to end, then count every task the executors ran.
     std::thread::sleep(Duration::from_secs(3));
-    let total = featurised_by_executors(cache.path(), 2);
+    let total = featurised_by_executors(f.cache.path(), 2);
     println!("{line}; the executors featurised {total} images in all");
     assert!(
         total as f64 <= 1.1 * n as f64,
