@@ -80,21 +80,29 @@ fn a_delta_table_written_updated_and_overwritten_reads_back_at_every_version() {
         "{second}"
     );
     assert!(second.contains("committed version 1"), "{second}");
-    // A Parquet run over the table is refused: it would delete its history.
+    // A Parquet run over the table is refused: it would delete its history. A Delta run over
+    // a Parquet result is refused too.
     let weights = dir.path().join("weights");
     fruits_testkit::synthetic_weights(&weights, 2);
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_fruits"))
-        .env("FRUITS_WEIGHTS", &weights)
-        .args(["extract", "--input", input.to_str().unwrap()])
-        .args(["--output", table.to_str().unwrap(), "--mode", "overwrite"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("is a Delta table: pass --format delta"),
-        "{err}"
-    );
+    let parquet = dir.path().join("parquet");
+    fruits_testkit::run_extract(env!("CARGO_BIN_EXE_fruits"), &input, &parquet, &[]);
+    for (output, format, why) in [
+        (&table, "parquet", "is a Delta table: pass --format delta"),
+        (&parquet, "delta", "exists and is not a Delta table"),
+    ] {
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_fruits"))
+            .env("FRUITS_WEIGHTS", &weights)
+            .args(["extract", "--input", input.to_str().unwrap()])
+            .args(["--output", output.to_str().unwrap(), "--mode", "overwrite"])
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+    assert!(!parquet.join("_delta_log").exists());
     std::fs::remove_file(input.join("Class 0/r_2_100.jpg")).unwrap();
     let third = extract(&["--mode", "overwrite", "--pca-k", "4"]);
     assert!(third.contains("committed version 2"), "{third}");
