@@ -19,29 +19,41 @@ fn variables(words: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a unit's command line as systemd would ([`units::args`]).
+/// Runs a unit's command line as systemd would ([`units::args`]); returns the process and
+/// its first line on stdout, or, where it printed none, what it wrote to stderr.
 fn start_unit(unit: &str, env: &BTreeMap<String, String>, root: &Path) -> (Child, String) {
     let args = units::args(unit, env, root);
+    let stderr = root.join(format!("{unit}.stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_fruits"))
         .args(&args)
         .envs(env)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    if line.is_empty() {
+        line = format!(
+            "{unit} ended without a line; its stderr: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+    }
     (child, line)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free port on the loopback whose next port is free too: an executor serves Flight on
+/// the port it is given and gRPC on the next one.
+fn free_port_pair() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }
 
 #[test]
@@ -80,7 +92,11 @@ fn the_units_command_lines_start_a_cluster() {
     .unwrap();
     // The example settings, with this machine's loopback addresses.
     let mut env = env_file(&deploy().join("systemd/fruits.env"));
-    let (scheduler, flight) = (free_port(), free_port());
+    let scheduler = free_port_pair();
+    // Neither port of the executor may be the scheduler's.
+    let flight = std::iter::repeat_with(free_port_pair)
+        .find(|p| p.abs_diff(scheduler) > 1)
+        .unwrap();
     env.insert(
         "FRUITS_SCHEDULER_BIND".into(),
         format!("127.0.0.1:{scheduler}"),
