@@ -11,6 +11,33 @@ impl EngineError {
             }
         )
     }
+
+    /// Whether a run that failed with this error keeps the work it staged for the same
+    /// command to resume: yes where the cause was outside the run (storage, the cluster, a
+    /// task's process), no where the data or the settings are at fault, which the same
+    /// command would only meet again (or, for mixed weights, resume from).
+    pub fn keeps_staged_work(&self) -> bool {
+        match self {
+            EngineError::Store(_)
+            | EngineError::DataFusion(_)
+            | EngineError::Delta(_)
+            | EngineError::Arrow(_)
+            | EngineError::Parquet { .. }
+            | EngineError::Task(_)
+            | EngineError::Cluster { .. }
+            | EngineError::Interrupted { .. } => true,
+            EngineError::Pca(_)
+            | EngineError::Format { .. }
+            | EngineError::Overlap { .. }
+            | EngineError::NoImages(_)
+            | EngineError::TooFewImages { .. }
+            | EngineError::PcaDimension { .. }
+            | EngineError::RowCount { .. }
+            | EngineError::Model(_)
+            | EngineError::Weights(_)
+            | EngineError::MixedWeights(_) => false,
+        }
+    }
 }
 
 /// Why a run stopped. Each message is one line naming what and where.
@@ -92,9 +119,23 @@ pub enum EngineError {
     /// The weights could not be found, fetched or read.
     #[error(transparent)]
     Weights(#[from] fruits_weights::WeightsError),
+    /// The workers featurised with different weights.
+    #[error("the workers featurised with different weights ({0}): give every executor the same --weights")]
+    MixedWeights(String),
     /// A task failed or misreported.
     #[error("task failed: {0}")]
     Task(String),
+    /// A run failed after some of its photos were featurised: their staged work is kept for
+    /// the same command to resume ([`crate::resume`]).
+    #[error(
+        "{source} ({images} photos featurised so far are kept: the same command resumes them)"
+    )]
+    Interrupted {
+        /// Photos whose staged features are kept.
+        images: u64,
+        /// What stopped the run.
+        source: Box<EngineError>,
+    },
     /// The cluster could not run a plan.
     #[error("cluster: {message}")]
     Cluster {

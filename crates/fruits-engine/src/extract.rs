@@ -108,7 +108,9 @@ fn run_id() -> String {
     format!("{}-{}", t.as_millis(), std::process::id())
 }
 
-/// Runs the whole job; on failure the staged output is removed and any old output is untouched.
+/// Runs the whole job. On failure any old output is untouched, and the staged output is
+/// removed, but for the photos featurised so far: they stay for the same command to resume
+/// ([`EngineError::Interrupted`]).
 pub async fn extract(
     cfg: &ExtractConfig,
     engine: &dyn Engine,
@@ -197,10 +199,7 @@ pub async fn extract(
     let staging = Staging::begin_keyed(&output, cfg.overwrite || cfg.update, &run, &key).await?;
     let resumed = match claim(&staging, &partitions, &run).await {
         Ok(resumed) => resumed,
-        Err(e) => {
-            let _ = staging.abort().await;
-            return Err(e);
-        }
+        Err(e) => return Err(fail(staging, &partitions, e).await),
     };
     let reuse = match (&base, &split) {
         (Some((base, hash)), Some(split)) => Some(Reuse {
@@ -260,19 +259,17 @@ pub async fn extract(
                 version: None,
                 featurized,
                 resumed,
-                update: split.map(|s| s.counts),
+                update: split.as_ref().map(|s| s.counts.clone()),
                 skipped_sample: skipped.iter().take(5).cloned().collect(),
             };
             let errors = serde_json::to_vec_pretty(&skipped).unwrap_or_default();
             if let Err(e) = staging.location().put_rel(ERRORS_FILE, errors).await {
-                let _ = staging.abort().await;
-                return Err(e.into());
+                return Err(fail(staging, &partitions, e.into()).await);
             }
             // The photos the rows came from, for the next update.
             let without: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
             if let Err(e) = update::write_inputs(staging.location(), &images, &without).await {
-                let _ = staging.abort().await;
-                return Err(e);
+                return Err(fail(staging, &partitions, e).await);
             }
             summary.seconds.total = started.elapsed().as_secs_f64();
             if cfg.report {
@@ -280,8 +277,7 @@ pub async fn extract(
                 if let Err(e) =
                     write_report(&staging, &parts, &summary, &skipped, &pca, &cfg.s3).await
                 {
-                    let _ = staging.abort().await;
-                    return Err(e);
+                    return Err(fail(staging, &partitions, e).await);
                 }
                 summary.seconds.report = t.elapsed().as_secs_f64();
                 summary.seconds.total = started.elapsed().as_secs_f64();
@@ -295,11 +291,39 @@ pub async fn extract(
             summary.seconds.total = started.elapsed().as_secs_f64();
             Ok(summary)
         }
-        Err(e) => {
-            // Best effort: the error that stopped the run is the one to report.
-            let _ = staging.abort().await;
-            Err(e)
+        Err(e) => Err(fail(staging, &partitions, e).await),
+    }
+}
+
+/// Ends the staging of a run that failed with `e`. Where the cause was outside the run
+/// ([`EngineError::keeps_staged_work`]), the partitions it finished stay for the same command
+/// to resume, as after a kill ([`resume`]); otherwise, or with none finished, it is deleted.
+/// Best effort: `e` is the error to report either way.
+async fn fail(
+    staging: Staging,
+    partitions: &[&[fruits_store::ImageRef]],
+    e: EngineError,
+) -> EngineError {
+    if !e.keeps_staged_work() {
+        let _ = staging.abort().await;
+        return e;
+    }
+    let images = match resume::finished(staging.location(), partitions).await {
+        Ok(finished) => finished.iter().map(|r| r.images).sum(),
+        // What could not be checked is not deleted either.
+        Err(_) => {
+            staging.keep().await;
+            return e;
         }
+    };
+    if images == 0 {
+        let _ = staging.abort().await;
+        return e;
+    }
+    staging.keep().await;
+    EngineError::Interrupted {
+        images,
+        source: Box::new(e),
     }
 }
 
@@ -468,10 +492,7 @@ async fn run_stages(
     }
     if weights.len() > 1 {
         let all: Vec<_> = weights.into_iter().collect();
-        return Err(EngineError::Task(format!(
-            "the workers featurised with different weights ({}): give every executor the same --weights",
-            all.join(", ")
-        )));
+        return Err(EngineError::MixedWeights(all.join(", ")));
     }
     let weights = weights.into_iter().next();
     progress

@@ -1,5 +1,5 @@
-//! Resume: a run stopped part-way (SIGKILL, Ctrl-C, a crash, a lost machine) and started again
-//! with the same command continues where it stopped.
+//! Resume: a run stopped part-way (SIGKILL, Ctrl-C, a crash, a lost machine, or an error that
+//! failed it) and started again with the same command continues where it stopped.
 //!
 //! A run's staging area is named by its [`run_key`], a hash of everything that decides what it
 //! stages: input and output, the photos to featurise (path, size, version) and how they are
@@ -67,6 +67,33 @@ pub async fn resumable(
     staged: &Location,
     partitions: &[&[ImageRef]],
 ) -> Result<Vec<TaskReport>, EngineError> {
+    let done = finished(staged, partitions).await?;
+    let keep: std::collections::HashSet<String> = done
+        .iter()
+        .flat_map(|r| {
+            [
+                part_name(FEATURES_DIR, r.partition),
+                report_name(WriteKind::Features, r.partition),
+            ]
+        })
+        .collect();
+    let sums = format!("{SUMS_DIR}/");
+    staged
+        .retain(|rel| {
+            keep.contains(rel)
+                || rel == OWNER_FILE
+                || (rel.starts_with(&sums) && rel.ends_with(".sums"))
+        })
+        .await?;
+    Ok(done)
+}
+
+/// The reports of the partitions finished in `staged` (part and report both there, the report
+/// matching the partition), in partition order: what a run of the same key would resume.
+pub async fn finished(
+    staged: &Location,
+    partitions: &[&[ImageRef]],
+) -> Result<Vec<TaskReport>, EngineError> {
     let present: std::collections::HashSet<String> = staged
         .list_paths()
         .await?
@@ -87,23 +114,6 @@ pub async fn resumable(
             r.filter(|r| r.partition == p && r.images == partitions[p].len() as u64)
         })
         .collect();
-    let keep: std::collections::HashSet<String> = done
-        .iter()
-        .flat_map(|r| {
-            [
-                part_name(FEATURES_DIR, r.partition),
-                report_name(WriteKind::Features, r.partition),
-            ]
-        })
-        .collect();
-    let sums = format!("{SUMS_DIR}/");
-    staged
-        .retain(|rel| {
-            keep.contains(rel)
-                || rel == OWNER_FILE
-                || (rel.starts_with(&sums) && rel.ends_with(".sums"))
-        })
-        .await?;
     Ok(done)
 }
 

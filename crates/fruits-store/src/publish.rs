@@ -296,6 +296,13 @@ impl Staging {
         result
     }
 
+    /// Leaves the staged work of a failed run where it is, for a run of the same key to
+    /// resume ([`Staging::begin_keyed`]; a run of another key deletes it), and lets other
+    /// runs in.
+    pub async fn keep(mut self) {
+        self.release().await;
+    }
+
     /// Finishes every commit a dead run left half done on `output`, and deletes stale staging
     /// (taking the output's lock or lease first).
     pub async fn recover(output: &Location) -> Result<(), StoreError> {

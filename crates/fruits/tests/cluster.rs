@@ -527,12 +527,9 @@ fn a_client_killed_at_half_resumes_on_the_cluster() {
     // The same command: its job's tasks skip what is staged, and the killed client's job,
     // which the scheduler still runs, stops at its next task.
     let stdout = text(&succeed(extract("s3://fruits/out")).stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("resumed "))
-        .unwrap_or_else(|| panic!("nothing resumed: {stdout}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let (resumed, featurized): (u64, u64) = (words[1].parse().unwrap(), words[8].parse().unwrap());
+    let (resumed, featurized) =
+        results::resumed(&stdout).unwrap_or_else(|| panic!("nothing resumed: {stdout}"));
+    let line = format!("resumed {resumed}, featurised {featurized}");
     assert_eq!(resumed + featurized, n, "{line}");
     assert!(resumed >= n / 2, "{line}");
     // Give the killed client's job time to end, then count every task the executors ran.

@@ -426,17 +426,27 @@ fn the_scheduler_killed_mid_run_then_restarted() {
         line.contains(&format!("cannot reach the scheduler at {}", h.url())),
         "{line}"
     );
+    // The tasks finished before the loss stay staged (5 at least: `_reports/` holds the
+    // owner mark too), for the same command to resume.
+    let kept = kept(&line);
+    assert!(kept >= 5 * 4, "{line}");
     assert!(h.published().is_empty(), "{:?}", h.published());
 
     // The scheduler comes back (systemd restarts it); the executors find it again by their
-    // heartbeats, and the same command completes.
+    // heartbeats, and the same command completes, featurising only what was not kept (tasks
+    // the executors finished after the client failed are resumed too).
     h.start_scheduler();
     let again = Instant::now();
-    finished(h.start_run());
+    let stdout = finished(h.start_run());
     report(
         "same command after the scheduler's restart",
         again.elapsed(),
     );
+    let (resumed, featurised) =
+        results::resumed(&stdout).unwrap_or_else(|| panic!("nothing resumed: {stdout}"));
+    println!("  kept {kept}, resumed {resumed}, featurised {featurised}");
+    assert!(resumed >= kept, "{stdout}");
+    assert_eq!(resumed + featurised, PHOTOS as u64, "{stdout}");
     h.assert_equals_in_process();
 }
 
@@ -467,7 +477,17 @@ fn every_executor_lost_is_one_line_within_the_job_timeout() {
     println!("  {line}");
     assert!(line.contains("all executors were lost"), "{line}");
     assert!(took < Duration::from_secs(JOB_TIMEOUT_S), "{took:?}");
+    assert!(kept(&line) >= 3 * 4, "{line}");
     assert!(h.published().is_empty(), "{:?}", h.published());
+}
+
+/// The photos a failed run's line says it kept staged for the same command to resume.
+fn kept(line: &str) -> u64 {
+    let (before, _) = line
+        .split_once(" photos featurised so far are kept: the same command resumes them")
+        .unwrap_or_else(|| panic!("nothing kept: {line}"));
+    let n = before.rsplit(['(', ' ']).next().unwrap_or_default();
+    n.parse().unwrap_or_else(|_| panic!("{line}"))
 }
 
 #[test]

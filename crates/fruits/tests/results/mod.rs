@@ -28,6 +28,14 @@ pub fn workers(stdout: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// `(resumed, featurised)` of a run's `resumed N images from an interrupted run, featurised
+/// M` line; `None` where it resumed nothing.
+pub fn resumed(stdout: &str) -> Option<(u64, u64)> {
+    let rest = stdout.lines().find_map(|l| l.strip_prefix("resumed "))?;
+    let (resumed, featurised) = rest.split_once(" images from an interrupted run, featurised ")?;
+    Some((resumed.parse().ok()?, featurised.trim().parse().ok()?))
+}
+
 /// Same rows, identical features, PCA equal to `tol` up to the sign of each component.
 pub fn assert_same_result(a: &[Row], b: &[Row], tol: f32) {
     assert_eq!(a.len(), b.len());
