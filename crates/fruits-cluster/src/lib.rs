@@ -232,13 +232,26 @@ pub struct ExecutorOptions {
     pub token: ClusterToken,
 }
 
-/// A free TCP port on `host` (the OS picks it; it is released before use).
-fn free_port(host: &str) -> Result<u16, ClusterError> {
+/// Two distinct free TCP ports on `host` (the OS picks them; both are held until both are
+/// picked, then released for the executor to bind).
+fn free_ports(host: &str) -> Result<(u16, u16), ClusterError> {
     let addr = format!("{host}:0");
-    std::net::TcpListener::bind(&addr)
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| ClusterError::Bind { addr, source })
+    let bind = || {
+        std::net::TcpListener::bind(&addr).map_err(|source| ClusterError::Bind {
+            addr: addr.clone(),
+            source,
+        })
+    };
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|source| ClusterError::Bind {
+                addr: addr.clone(),
+                source,
+            })
+    };
+    Ok((port(&a)?, port(&b)?))
 }
 
 /// This machine's host name (Linux).
@@ -280,11 +293,10 @@ pub async fn run_executor(
                 })?;
             (addr.ip().to_string(), addr.port(), grpc)
         }
-        None => (
-            "127.0.0.1".to_string(),
-            free_port("127.0.0.1")?,
-            free_port("127.0.0.1")?,
-        ),
+        None => {
+            let (flight, grpc) = free_ports("127.0.0.1")?;
+            ("127.0.0.1".to_string(), flight, grpc)
+        }
     };
     // Others must be told a reachable name, not the wildcard address.
     let external = opts.external_host.clone().unwrap_or_else(|| {

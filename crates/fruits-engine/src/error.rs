@@ -12,9 +12,19 @@ impl EngineError {
         )
     }
 
+    /// Whether a stop signal ended the run ([`EngineError::Stopped`], alone or with the
+    /// photos it kept).
+    pub fn stopped(&self) -> bool {
+        match self {
+            EngineError::Stopped(_) => true,
+            EngineError::Interrupted { source, .. } => source.stopped(),
+            _ => false,
+        }
+    }
+
     /// Whether a run that failed with this error keeps the work it staged for the same
     /// command to resume: yes where the cause was outside the run (storage, the cluster, a
-    /// task's process), no where the data or the settings are at fault, which the same
+    /// task's process, a stop signal), no where the data or the settings are at fault, which the same
     /// command would only meet again (or, for mixed weights, resume from).
     pub fn keeps_staged_work(&self) -> bool {
         match self {
@@ -25,6 +35,7 @@ impl EngineError {
             | EngineError::Parquet { .. }
             | EngineError::Task(_)
             | EngineError::Cluster { .. }
+            | EngineError::Stopped(_)
             | EngineError::Interrupted { .. } => true,
             EngineError::Pca(_)
             | EngineError::Format { .. }
@@ -125,6 +136,9 @@ pub enum EngineError {
     /// A task failed or misreported.
     #[error("task failed: {0}")]
     Task(String),
+    /// The run was told to stop (a signal); says by what.
+    #[error("{0}")]
+    Stopped(String),
     /// A run failed after some of its photos were featurised: their staged work is kept for
     /// the same command to resume ([`crate::resume`]).
     #[error(

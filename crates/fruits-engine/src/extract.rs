@@ -116,6 +116,20 @@ pub async fn extract(
     engine: &dyn Engine,
     progress: Arc<Progress>,
 ) -> Result<Summary, EngineError> {
+    extract_until(cfg, engine, progress, std::future::pending()).await
+}
+
+/// [`extract`], stopped when `stop` completes (with what stopped it, e.g. `stopped by
+/// SIGINT`): while listing or featurising, the run ends as a failed one that keeps its
+/// finished tasks for the same command to resume ([`EngineError::Stopped`]); once the result
+/// is staged, it is finished and published first.
+pub async fn extract_until(
+    cfg: &ExtractConfig,
+    engine: &dyn Engine,
+    progress: Arc<Progress>,
+    stop: impl std::future::Future<Output = String>,
+) -> Result<Summary, EngineError> {
+    let mut stop = std::pin::pin!(stop);
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
     let input = Location::parse_with(&cfg.input, &cfg.s3)?;
@@ -133,7 +147,10 @@ pub async fn extract(
 
     // 1. List.
     let t = Instant::now();
-    let listing = input.list_images().await?;
+    let listing = tokio::select! {
+        listing = input.list_images() => listing?,
+        why = &mut stop => return Err(EngineError::Stopped(why)),
+    };
     let images = listing.images;
     // Entries that look like images but could not be listed count as skipped images.
     let unlisted: Vec<Skipped> = listing
@@ -209,7 +226,7 @@ pub async fn extract(
         }),
         _ => None,
     };
-    let result = run_stages(
+    let stages = run_stages(
         cfg,
         engine,
         &input,
@@ -222,8 +239,11 @@ pub async fn extract(
         &staging,
         &progress,
         &mut seconds,
-    )
-    .await;
+    );
+    let result = tokio::select! {
+        staged = stages => staged,
+        why = &mut stop => Err(EngineError::Stopped(why)),
+    };
     match result {
         Ok(Staged {
             rows,

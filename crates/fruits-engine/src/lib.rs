@@ -68,7 +68,7 @@ pub mod weights;
 
 pub use engine::{Engine, InProcess, IMAGES_PER_TASK};
 pub use error::EngineError;
-pub use extract::{extract, ExtractConfig, PcaSpec, Summary};
+pub use extract::{extract, extract_until, ExtractConfig, PcaSpec, Summary};
 pub use plan::Limits;
 pub use table::Format;
 pub use vocab::{Progress, Skipped};

@@ -8,6 +8,7 @@ mod bench_serve;
 mod predict;
 mod report;
 mod serve;
+mod signals;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -302,7 +303,15 @@ fn main() {
         .init();
     if let Err(e) = run(cli) {
         eprintln!("fruits: error: {}", one_line(&e));
-        std::process::exit(1);
+        // A run a signal stopped exits as the signal would have ended it.
+        let stopped = e
+            .downcast_ref::<fruits_engine::EngineError>()
+            .is_some_and(fruits_engine::EngineError::stopped);
+        let code = match (stopped, signals::received()) {
+            (true, Some(stop)) => stop.exit_code(),
+            _ => 1,
+        };
+        std::process::exit(code);
     }
 }
 
@@ -524,7 +533,7 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let summary = rt.block_on(with_progress_bar(
         progress.clone(),
-        fruits_engine::extract(&cfg, engine.as_ref(), progress),
+        fruits_engine::extract_until(&cfg, engine.as_ref(), progress, signals::stop_gently()),
     ))?;
     print_summary(&summary);
     Ok(())

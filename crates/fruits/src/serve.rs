@@ -50,30 +50,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        fruits_serve::serve(listener, service, shutdown_signal()).await?;
+        fruits_serve::serve(listener, service, async {
+            crate::signals::stop().await;
+        })
+        .await?;
         println!("fruits serve stopped");
         Ok(())
     })
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -618,33 +618,65 @@ fn staged_reports(out: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn a_run_killed_at_half_resumes_with_the_same_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("photos");
-    fruits_testkit::write_photo_tree(&input, 6, 40);
-    let weights = dir.path().join("weights");
-    fruits_testkit::synthetic_weights(&weights, 12);
-    let (n, per_task, threads) = (240, 4, 2);
-    let extract = |out: &Path| {
+/// The resume tests' photos (240 in 6 classes), synthetic weights, and their extract
+/// command: 2 threads, tasks of 4 photos.
+struct Resumable {
+    dir: tempfile::TempDir,
+}
+
+impl Resumable {
+    const N: usize = 240;
+    const PER_TASK: usize = 4;
+    const THREADS: usize = 2;
+
+    fn new() -> Resumable {
+        let dir = tempfile::tempdir().unwrap();
+        fruits_testkit::write_photo_tree(&dir.path().join("photos"), 6, 40);
+        fruits_testkit::synthetic_weights(&dir.path().join("weights"), 12);
+        Resumable { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn extract(&self, out: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
-        cmd.args(["extract", "--input", input.to_str().unwrap()])
+        cmd.args(["extract", "--input", self.path("photos").to_str().unwrap()])
             .args(["--output", out.to_str().unwrap(), "--pca-k", "4"])
-            .args(["--threads", &threads.to_string()])
-            .args(["--images-per-task", &per_task.to_string()])
-            .env("FRUITS_WEIGHTS", &weights)
+            .args(["--threads", &Self::THREADS.to_string()])
+            .args(["--images-per-task", &Self::PER_TASK.to_string()])
+            .env("FRUITS_WEIGHTS", self.path("weights"))
             .env("XDG_CACHE_HOME", "/nonexistent-fruits-cache");
         cmd
-    };
-    let out = dir.path().join("out");
-    let mut first = extract(&out).spawn().unwrap();
-    let tasks = n / per_task;
-    let started = std::time::Instant::now();
-    while staged_reports(&out) < tasks / 2 {
-        assert!(first.try_wait().unwrap().is_none(), "the run ended first");
-        assert!(started.elapsed().as_secs() < 120, "no progress");
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
+
+    /// Starts the command on `out` and waits until half its tasks have staged.
+    fn start_until_half(&self, out: &Path) -> std::process::Child {
+        let mut run = self
+            .extract(out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while staged_reports(out) < Self::N / Self::PER_TASK / 2 {
+            assert!(run.try_wait().unwrap().is_none(), "the run ended first");
+            assert!(started.elapsed().as_secs() < 120, "no progress");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        run
+    }
+}
+
+#[test]
+fn a_run_killed_at_half_resumes_with_the_same_command() {
+    let r = Resumable::new();
+    let (n, per_task, threads) = (Resumable::N, Resumable::PER_TASK, Resumable::THREADS);
+    let dir = &r.dir;
+    let extract = |out: &Path| r.extract(out);
+    let out = dir.path().join("out");
+    let mut first = r.start_until_half(&out);
     first.kill().unwrap();
     first.wait().unwrap();
     let done = staged_reports(&out);
@@ -687,4 +719,36 @@ fn a_run_killed_at_half_resumes_with_the_same_command() {
         &fruits_testkit::read_rows(&whole),
         1e-6,
     );
+}
+
+#[test]
+fn ctrl_c_stops_a_run_keeping_its_finished_tasks() {
+    let r = Resumable::new();
+    let out = r.path("out");
+    let run = r.start_until_half(&out);
+    let seen = staged_reports(&out);
+    fruits_testkit::signal(&run, libc::SIGINT);
+    let stopped = run.wait_with_output().unwrap();
+    // One line, the status of a process SIGINT ended, and the finished tasks kept.
+    let err = text(&stopped.stderr).trim_end().to_string();
+    assert_eq!(stopped.status.code(), Some(130), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("fruits: error: stopped by SIGINT (Ctrl-C) ("),
+        "{err}"
+    );
+    let kept = results::kept(&err) as usize;
+    assert!(kept >= seen * Resumable::PER_TASK, "{err}");
+    assert!(!out.exists(), "nothing published by the stopped run");
+    assert!(staged_reports(&out) * Resumable::PER_TASK >= kept);
+
+    // The same command resumes them: at least those, and the rest featurised once.
+    let again = r.extract(&out).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    let (resumed, featurised) =
+        results::resumed(&stdout).unwrap_or_else(|| panic!("nothing resumed: {stdout}"));
+    assert!(resumed as usize >= kept, "{stdout}");
+    assert_eq!((resumed + featurised) as usize, Resumable::N, "{stdout}");
+    assert_eq!(fruits_testkit::read_rows(&out).len(), Resumable::N);
 }

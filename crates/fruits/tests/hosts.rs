@@ -428,7 +428,7 @@ fn the_scheduler_killed_mid_run_then_restarted() {
     );
     // The tasks finished before the loss stay staged (5 at least: `_reports/` holds the
     // owner mark too), for the same command to resume.
-    let kept = kept(&line);
+    let kept = results::kept(&line);
     assert!(kept >= 5 * 4, "{line}");
     assert!(h.published().is_empty(), "{:?}", h.published());
 
@@ -477,17 +477,8 @@ fn every_executor_lost_is_one_line_within_the_job_timeout() {
     println!("  {line}");
     assert!(line.contains("all executors were lost"), "{line}");
     assert!(took < Duration::from_secs(JOB_TIMEOUT_S), "{took:?}");
-    assert!(kept(&line) >= 3 * 4, "{line}");
+    assert!(results::kept(&line) >= 3 * 4, "{line}");
     assert!(h.published().is_empty(), "{:?}", h.published());
-}
-
-/// The photos a failed run's line says it kept staged for the same command to resume.
-fn kept(line: &str) -> u64 {
-    let (before, _) = line
-        .split_once(" photos featurised so far are kept: the same command resumes them")
-        .unwrap_or_else(|| panic!("nothing kept: {line}"));
-    let n = before.rsplit(['(', ' ']).next().unwrap_or_default();
-    n.parse().unwrap_or_else(|_| panic!("{line}"))
 }
 
 #[test]

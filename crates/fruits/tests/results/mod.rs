@@ -36,6 +36,15 @@ pub fn resumed(stdout: &str) -> Option<(u64, u64)> {
     Some((resumed.parse().ok()?, featurised.trim().parse().ok()?))
 }
 
+/// The photos a failed run's error line says it kept staged for the same command to resume.
+pub fn kept(line: &str) -> u64 {
+    let (before, _) = line
+        .split_once(" photos featurised so far are kept: the same command resumes them")
+        .unwrap_or_else(|| panic!("nothing kept: {line}"));
+    let n = before.rsplit(['(', ' ']).next().unwrap_or_default();
+    n.parse().unwrap_or_else(|_| panic!("{line}"))
+}
+
 /// Same rows, identical features, PCA equal to `tol` up to the sign of each component.
 pub fn assert_same_result(a: &[Row], b: &[Row], tol: f32) {
     assert_eq!(a.len(), b.len());
