@@ -3,11 +3,13 @@
 
 For each of `rounds` rounds: a full run on the photos (timed); then the same command on a new
 output, SIGKILLed once half of its tasks have staged their reports, and started again (both
-timed), printing the summary's resumed and featurised counts. With `--tasks`, also times full
-runs in tasks of 512 photos against one task per thread (the layout before resume), alternating.
+timed), printing the summary's resumed and featurised counts. With `--sigint`, the run is
+stopped with SIGINT (Ctrl-C) instead, and how long it took to stop and its line are printed.
+With `--tasks`, also times full runs in tasks of 512 photos against one task per thread (the
+layout before resume), alternating.
 
     python3 scripts/resume-vs-full.py target/release/fruits ../shared/fruits-360/Test \
-        ../shared/models/mobilenet_v2_1.0_224 /tmp/resume [rounds] [--tasks]
+        ../shared/models/mobilenet_v2_1.0_224 /tmp/resume [rounds] [--sigint] [--tasks]
 """
 import glob
 import json
@@ -44,17 +46,22 @@ def main(fruits, photos, weights, work, rounds=2, *flags):
         print(f"full {r}: {seconds:.1f} s")
         cmd = command(fruits, photos, weights, f"{work}/resumed-{r}")
         start = time.monotonic()
-        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
         if tasks is None:
             # 2 threads, tasks of 512 photos in whole rounds of 2: as the engine splits them.
             n = sum(len(files) for _, _, files in os.walk(photos))
             tasks = -(-n // 1024) * 2
         while staged(f"{work}/resumed-{r}") < tasks // 2:
             time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        sent = time.monotonic()
+        first.send_signal(signal.SIGINT if "--sigint" in flags else signal.SIGKILL)
+        line = first.communicate()[1].strip().splitlines()[-1:]
         killed = time.monotonic() - start
         done = staged(f"{work}/resumed-{r}")
+        if "--sigint" in flags:
+            print(f"stopped {time.monotonic() - sent:.2f} s after SIGINT, status "
+                  f"{first.returncode}: {' '.join(line)}")
         seconds, out = timed(cmd)
         summary = json.load(open(f"{work}/resumed-{r}/_SUCCESS"))
         print(f"killed {r} after {killed:.1f} s with {done} of {tasks} tasks staged; "

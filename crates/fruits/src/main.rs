@@ -531,10 +531,19 @@ fn run_job(a: &RunArgs, pca: PcaSpec) -> Result<()> {
         },
     };
     let progress = Arc::new(Progress::default());
-    let summary = rt.block_on(with_progress_bar(
+    let run = rt.block_on(with_progress_bar(
         progress.clone(),
         fruits_engine::extract_until(&cfg, engine.as_ref(), progress, signals::stop_gently()),
-    ))?;
+    ));
+    let summary = match run {
+        Ok(summary) => summary,
+        Err(e) => {
+            // The run has ended its staging: tasks still inside a model batch are not waited
+            // for (a stopped run exits at once, not after the batch).
+            rt.shutdown_background();
+            return Err(e.into());
+        }
+    };
     print_summary(&summary);
     Ok(())
 }
