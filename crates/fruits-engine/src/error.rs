@@ -24,8 +24,8 @@ impl EngineError {
 
     /// Whether a run that failed with this error keeps the work it staged for the same
     /// command to resume: yes where the cause was outside the run (storage, the cluster, a
-    /// task's process, a stop signal), no where the data or the settings are at fault, which the same
-    /// command would only meet again (or, for mixed weights, resume from).
+    /// task's process, a stop signal), no where the data or the settings are at fault, which
+    /// the same command would only meet again (or, for mixed weights, resume from).
     pub fn keeps_staged_work(&self) -> bool {
         match self {
             EngineError::Store(_)
