@@ -236,22 +236,14 @@ pub struct ExecutorOptions {
 /// picked, then released for the executor to bind).
 fn free_ports(host: &str) -> Result<(u16, u16), ClusterError> {
     let addr = format!("{host}:0");
-    let bind = || {
-        std::net::TcpListener::bind(&addr).map_err(|source| ClusterError::Bind {
-            addr: addr.clone(),
-            source,
-        })
-    };
-    let (a, b) = (bind()?, bind()?);
-    let port = |l: &std::net::TcpListener| {
-        l.local_addr()
-            .map(|a| a.port())
-            .map_err(|source| ClusterError::Bind {
-                addr: addr.clone(),
-                source,
-            })
-    };
-    Ok((port(&a)?, port(&b)?))
+    let held = (|| {
+        let (a, b) = (
+            std::net::TcpListener::bind(&addr)?,
+            std::net::TcpListener::bind(&addr)?,
+        );
+        Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+    })();
+    held.map_err(|source| ClusterError::Bind { addr, source })
 }
 
 /// This machine's host name (Linux).

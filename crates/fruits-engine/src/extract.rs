@@ -324,26 +324,27 @@ async fn fail(
     partitions: &[&[fruits_store::ImageRef]],
     e: EngineError,
 ) -> EngineError {
-    if !e.keeps_staged_work() {
-        let _ = staging.abort().await;
-        return e;
-    }
-    let images = match resume::finished(staging.location(), partitions).await {
-        Ok(finished) => finished.iter().map(|r| r.images).sum(),
+    let finished = match e.keeps_staged_work() {
+        true => resume::finished(staging.location(), partitions).await,
+        false => Ok(Vec::new()),
+    };
+    match finished.map(|done| done.iter().map(|r| r.images).sum::<u64>()) {
+        Ok(0) => {
+            let _ = staging.abort().await;
+            e
+        }
+        Ok(images) => {
+            staging.keep().await;
+            EngineError::Interrupted {
+                images,
+                source: Box::new(e),
+            }
+        }
         // What could not be checked is not deleted either.
         Err(_) => {
             staging.keep().await;
-            return e;
+            e
         }
-    };
-    if images == 0 {
-        let _ = staging.abort().await;
-        return e;
-    }
-    staging.keep().await;
-    EngineError::Interrupted {
-        images,
-        source: Box::new(e),
     }
 }
 

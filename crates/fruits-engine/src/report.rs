@@ -123,7 +123,7 @@ impl Subject {
         let summary: Summary = serde_json::from_value(found.manifest)
             .map_err(|e| EngineError::Task(format!("{meta}/_SUCCESS: {e}")))?;
         let parts: Vec<String> = summary.files.iter().map(|f| f.name.clone()).collect();
-        let rows = Sampled::read(&found.data, &parts, summary.rows as usize).await?;
+        let rows = Sampled::read(&at, &parts, summary.rows as usize).await?;
         let skipped = match found.meta.get_rel(ERRORS_FILE).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| EngineError::Task(format!("{meta}/{ERRORS_FILE}: {e}")))?,

@@ -70,7 +70,7 @@ pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
     let found = open_result(at).await?;
     let files = manifest_parts(&found.manifest);
     let k = found.manifest["k"].as_u64().unwrap_or(0) as usize;
-    let rows = read_parts(&found.data, &files, k).await?;
+    let rows = read_parts(at, &files, k).await?;
     Ok(Published {
         uri: at.uri(),
         weights: found.manifest["weights"].as_str().map(str::to_string),
@@ -79,11 +79,10 @@ pub async fn read_published(at: &Location) -> Result<Published, EngineError> {
     })
 }
 
-/// Where the pieces of a published result are.
+/// Where the pieces of a published result are. Its manifest's part names are relative to
+/// the result's location itself, a folder's or a table's.
 #[derive(Debug, Clone)]
 pub struct ResultAt {
-    /// What its manifest's part names are relative to.
-    pub data: Location,
     /// Where its `_SUCCESS` manifest, `_pca/`, `_errors.json`, `_inputs/` and `_report.html`
     /// are: the result's own folder, or for a Delta table the folder of its latest version
     /// ([`crate::table`]).
@@ -97,7 +96,6 @@ pub struct ResultAt {
 pub async fn open_result(at: &Location) -> Result<ResultAt, EngineError> {
     if !fruits_delta::is_table(at).await? {
         return Ok(ResultAt {
-            data: at.clone(),
             meta: at.clone(),
             manifest: read_manifest(at).await?,
         });
@@ -122,11 +120,7 @@ pub async fn open_result(at: &Location) -> Result<ResultAt, EngineError> {
             latest.version
         )));
     }
-    Ok(ResultAt {
-        data: at.clone(),
-        meta,
-        manifest,
-    })
+    Ok(ResultAt { meta, manifest })
 }
 
 /// The PCA saved at `at` (a result's `_pca` folder; see [`PcaModel::to_files`]).

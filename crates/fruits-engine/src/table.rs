@@ -60,12 +60,15 @@ async fn copy_and_commit(
         .map_err(|e| EngineError::Task(format!("the run's manifest lists no parts: {e}")))?;
     let mut copied = Vec::new();
     let mut sidecars = Vec::new();
+    // The data parts' sizes, by published name (a copy keeps them), for the Delta log.
+    let mut sizes = std::collections::HashMap::new();
     let result: Result<u64, EngineError> = async {
-        for path in staged.list_paths().await? {
+        for (path, size) in staged.list_sized().await? {
             let rel = staged.relative(&path);
             // Data parts get their run-unique name at the top; the rest goes to the folder.
             let name = staging.final_name(&rel);
             let to = if name != rel {
+                sizes.insert(name.clone(), size);
                 name
             } else {
                 sidecars.push(rel.clone());
@@ -90,19 +93,23 @@ async fn copy_and_commit(
             )
             .await?;
         copied.push(table.child(&success));
-        let mut delta_files = Vec::new();
-        for part in &parts {
-            let meta = table
-                .store()
-                .head(&table.child(&part.name))
-                .await
-                .map_err(|e| EngineError::Task(format!("{}/{}: {e}", table.uri(), part.name)))?;
-            delta_files.push(fruits_delta::DataFile {
-                path: part.name.clone(),
-                size: meta.size,
-                rows: part.rows,
-            });
-        }
+        let delta_files = parts
+            .iter()
+            .map(|part| {
+                let size = sizes.get(&part.name).copied().ok_or_else(|| {
+                    EngineError::Task(format!(
+                        "{}/{}: listed by the run's manifest, never staged",
+                        table.uri(),
+                        part.name
+                    ))
+                })?;
+                Ok(fruits_delta::DataFile {
+                    path: part.name.clone(),
+                    size,
+                    rows: part.rows,
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
         let record = serde_json::json!({
             "run": staging.run(),
             META_KEY: folder,

@@ -98,7 +98,7 @@ pub async fn read_base(output: &Location, weights: &str) -> Result<Option<Base>,
         .await?;
     }
     Ok(Some(Base {
-        at: found.data,
+        at: output.clone(),
         inputs,
         parts,
         stale,

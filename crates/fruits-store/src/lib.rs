@@ -455,10 +455,20 @@ impl Location {
 
     /// Every object below the prefix (at any depth), sorted.
     pub async fn list_paths(&self) -> Result<Vec<Path>, StoreError> {
-        let mut out: Vec<Path> = self
+        Ok(self
+            .list_sized()
+            .await?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// Every object below the prefix (at any depth) with its size in bytes, sorted.
+    pub async fn list_sized(&self) -> Result<Vec<(Path, u64)>, StoreError> {
+        let mut out: Vec<(Path, u64)> = self
             .store
             .list(Some(&self.prefix))
-            .map_ok(|m| m.location)
+            .map_ok(|m| (m.location, m.size))
             .try_collect()
             .await
             .map_err(self.object_error(&self.prefix))?;
