@@ -9,7 +9,8 @@
 //! * `net`: [`MobileNetV2`], the forward pass, cut before the classifier at the global average
 //!   pool, with per-thread workspaces kept for the model's life.
 //! * `kernels`: 1x1 and 3x3 depthwise convolution kernels, one file per instruction set,
-//!   chosen at run time.
+//!   chosen at run time: the fastest the CPU runs, or the one `FRUITS_ISA` names (`avx512`,
+//!   `avx2`, `portable`) for measurement and tests.
 //!
 //! ```
 //! use fruits_model::{tensor_shapes, MobileNetV2, Tensors, FEATURES, INPUT_LEN};
@@ -61,5 +62,17 @@ pub enum ModelError {
         expected: Vec<usize>,
         /// Shape in the file.
         found: Vec<usize>,
+    },
+    /// `FRUITS_ISA` names no kernel set this CPU runs.
+    #[error(
+        "{}={requested}: not a kernel set this CPU runs (it runs {})",
+        kernels::ISA_VAR,
+        runs.join(", ")
+    )]
+    Isa {
+        /// The value of `FRUITS_ISA`.
+        requested: String,
+        /// The sets this CPU runs, fastest first.
+        runs: Vec<&'static str>,
     },
 }

@@ -39,6 +39,8 @@ pub struct MobileNetV2 {
     head: Folded,
     weights_hash: String,
     workers: Workers,
+    /// The kernels every call runs ([`Isa::from_env`]).
+    isa: Isa,
 }
 
 /// The threads [`MobileNetV2::forward`] splits a call over: started on first use, kept for
@@ -66,7 +68,9 @@ impl Workers {
 
 impl MobileNetV2 {
     /// Builds the network from TF-slim named tensors (see [`Tensors`] and
-    /// [`tensor_shapes`](crate::tensor_shapes)), checking every shape.
+    /// [`tensor_shapes`](crate::tensor_shapes)), checking every shape, with the fastest
+    /// kernels this CPU runs or those `FRUITS_ISA` names (`avx512`, `avx2`, `portable`;
+    /// refused where the CPU lacks them).
     pub fn from_tensors(t: &Tensors) -> Result<MobileNetV2, ModelError> {
         let (stem, blocks, head) = layers::load(t)?;
         Ok(MobileNetV2 {
@@ -75,7 +79,25 @@ impl MobileNetV2 {
             head,
             weights_hash: layers::weights_hash(t)?,
             workers: Workers::default(),
+            isa: Isa::from_env()?,
         })
+    }
+
+    /// The kernel set it runs: `avx512`, `avx2` or `portable`.
+    pub fn kernels(&self) -> &'static str {
+        self.isa.name()
+    }
+
+    /// The kernel sets this CPU runs, fastest first.
+    pub fn kernel_sets() -> Vec<&'static str> {
+        Isa::supported().into_iter().map(Isa::name).collect()
+    }
+
+    /// The same network on the kernel set `name` (one of [`MobileNetV2::kernel_sets`]), or
+    /// `None` where this CPU does not run it.
+    pub fn with_kernels(mut self, name: &str) -> Option<MobileNetV2> {
+        self.isa = Isa::named(name).ok()?;
+        Some(self)
     }
 
     /// `sha256:` and the hex SHA-256 of the tensors the network was built from (in
@@ -98,6 +120,7 @@ impl MobileNetV2 {
         let threads = threads.clamp(1, n.max(1));
         if threads == 1 {
             WORKSPACE.with_borrow_mut(|ws| {
+                ws.isa = self.isa;
                 for (x, y) in inputs
                     .chunks(LATE_BATCH * INPUT_LEN)
                     .zip(out.chunks_mut(LATE_BATCH * FEATURES))

@@ -25,17 +25,26 @@ fn features_match_keras_on_sample_81() {
         .map(|&p| p as f32 / 127.5 - 1.0)
         .collect();
     assert_eq!(input.len(), n * INPUT_LEN);
-    let mut got = vec![0.0f32; n * FEATURES];
-    net.forward(&input, &mut got, 2);
-    let max = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    println!("max |ours - keras| over {n} images x {FEATURES}: {max:e}");
-    assert!(max < 8e-5, "max abs difference {max}");
+    // Every kernel set this CPU runs keeps the bound (the fastest is the one runs use).
+    let mut got = Vec::new();
+    for kernels in MobileNetV2::kernel_sets() {
+        let net = net.clone().with_kernels(kernels).unwrap();
+        let mut features = vec![0.0f32; n * FEATURES];
+        net.forward(&input, &mut features, 2);
+        let max = features
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("{kernels}: max |ours - keras| over {n} images x {FEATURES}: {max:e}");
+        assert!(max < 8e-5, "{kernels}: max abs difference {max}");
+        if got.is_empty() {
+            got = features;
+        }
+    }
 
     // Batch composition and threading do not change a feature row.
+    let net = net.with_kernels(MobileNetV2::kernel_sets()[0]).unwrap();
     let mut one = vec![0.0f32; FEATURES];
     net.forward(&input[5 * INPUT_LEN..6 * INPUT_LEN], &mut one, 1);
     assert_eq!(&one[..], &got[5 * FEATURES..6 * FEATURES]);

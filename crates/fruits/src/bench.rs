@@ -145,6 +145,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let obj = serde_json::json!({
             "images_sampled": n,
             "threads": threads,
+            "kernels": model.kernels(),
             "batch_size": batch,
             "read_images_per_second": read_ips,
             "decode_resize_images_per_second": decode_ips,
@@ -157,7 +158,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         });
         println!("{obj}");
     } else {
-        println!("threads {threads}, batch {batch}, {n} images sampled");
+        println!(
+            "threads {threads}, batch {batch}, kernels {}, {n} images sampled",
+            model.kernels()
+        );
         println!("read (one by one)        {read_ips:>9.1} images/s");
         println!("decode + resize + scale  {decode_ips:>9.1} images/s");
         println!("model alone              {model_ips:>9.1} images/s");

@@ -166,27 +166,64 @@ fn predictions(json: &serde_json::Value) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// What `train` promises on the fixture on every CPU. Its synthetic weights make features
+/// barely above chance, whose accuracy moves with the last bits another kernel set gives
+/// (0.31 on AVX-512, 0.25 on AVX2; chance is 0.2), so no floor here (the real weights get one
+/// on Fruits-360 below): the validation figures are the saved head's own on the held-out
+/// photos of `validation.json`, and the fit lowered the training photos' loss below that of
+/// a head that knows nothing (ln 5 on 5 balanced classes).
+fn assert_fixture_training_holds(
+    c: &Classifier,
+    rows: &[fruits_testkit::Row],
+    model: &Path,
+    train_output: &str,
+) {
+    let held: std::collections::BTreeSet<String> =
+        serde_json::from_slice(&std::fs::read(model.join("validation.json")).unwrap()).unwrap();
+    let (validation, train): (Vec<_>, Vec<_>) = rows.iter().partition(|r| held.contains(&r.0));
+    assert_eq!(
+        validation.len(),
+        held.len(),
+        "every held-out photo is a row"
+    );
+    assert_eq!(c.info.validation_rows, validation.len());
+    assert_eq!(c.info.train_rows, train.len());
+    let class = |label: &str| c.classes.iter().position(|k| k == label).unwrap();
+    let probabilities = |rows: &[&fruits_testkit::Row]| {
+        let x: Vec<f32> = rows.iter().flat_map(|r| r.2.iter().copied()).collect();
+        c.probabilities(&x)
+    };
+    let k = c.classes.len();
+    let p = probabilities(&validation);
+    let right = validation
+        .iter()
+        .zip(p.chunks_exact(k))
+        .filter(|(r, p)| fruits_classify::metrics::ranked(p)[0] == class(&r.1))
+        .count();
+    let top1 = right as f64 / validation.len() as f64;
+    println!("fixture validation top-1: {top1}");
+    assert_eq!(top1, c.info.validation_top1, "{train_output}");
+    let p = probabilities(&train);
+    let loss = train
+        .iter()
+        .zip(p.chunks_exact(k))
+        .map(|(r, p)| -p[class(&r.1)].ln())
+        .sum::<f64>()
+        / train.len() as f64;
+    println!(
+        "fixture training loss: {loss:.4} (a head of zeros: {:.4})",
+        (k as f64).ln()
+    );
+    assert_eq!(k, 5);
+    assert!(loss < 0.99 * (k as f64).ln(), "loss {loss}: {train_output}");
+}
+
 #[test]
 fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
     let t = trained();
-    // Accuracy on the held-out runs, above the floor measured on this fixture: synthetic
-    // weights make poor features (0.31 measured, 5 classes: chance is 0.2); the real ones are
-    // checked on Fruits-360 below.
-    let top1: f64 = t
-        .train_output
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("chosen C ")?
-                .split("top-1 ")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no top-1 in {}", t.train_output));
-    println!("fixture validation top-1: {top1}");
-    assert!(top1 >= 0.3, "{}", t.train_output);
+    let c = classifier(&t.model);
+    let rows = fruits_testkit::read_rows(&t.features);
+    assert_fixture_training_holds(&c, &rows, &t.model, &t.train_output);
     for file in [
         "model.json",
         "classes.json",
@@ -197,7 +234,6 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
     ] {
         assert!(t.model.join(file).is_file(), "{file}");
     }
-    let c = classifier(&t.model);
     let success: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.features.join("_SUCCESS")).unwrap()).unwrap();
     assert_eq!(
@@ -206,7 +242,6 @@ fn train_predict_and_serve_give_exactly_the_heads_probabilities() {
     );
 
     // The head on extract's own features of every photo.
-    let rows = fruits_testkit::read_rows(&t.features);
     let mut want = std::collections::BTreeMap::new();
     for r in &rows {
         let top = c.top(&r.2, 3).remove(0);

@@ -13,11 +13,13 @@
 
 pub(crate) mod depthwise;
 pub(crate) mod pointwise;
+
+use crate::ModelError;
 #[cfg(test)]
 mod tests;
 
 /// A kernel set this CPU runs. Only run-time detection makes one ([`Isa::detect`],
-/// [`Isa::portable`] and, in tests, [`Isa::supported`]).
+/// [`Isa::from_env`], [`Isa::supported`], and in tests [`Isa::portable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Isa(Kind);
 
@@ -29,6 +31,9 @@ enum Kind {
     Avx2,
     Portable,
 }
+
+/// The variable that chooses a kernel set for measurement and tests ([`Isa::from_env`]).
+pub(crate) const ISA_VAR: &str = "FRUITS_ISA";
 
 impl Isa {
     /// The fastest set this CPU runs.
@@ -45,6 +50,38 @@ impl Isa {
         Isa(Kind::Portable)
     }
 
+    /// The set [`ISA_VAR`] names, or the fastest this CPU runs where it is unset or empty;
+    /// an error where it names no set, or one this CPU lacks.
+    pub(crate) fn from_env() -> Result<Isa, ModelError> {
+        match std::env::var(ISA_VAR) {
+            Ok(name) if !name.is_empty() => Isa::named(&name),
+            _ => Ok(Isa::detect()),
+        }
+    }
+
+    /// The set called `name` (see [`Isa::name`]), if this CPU runs it.
+    pub(crate) fn named(name: &str) -> Result<Isa, ModelError> {
+        let supported = Isa::supported();
+        if let Some(isa) = supported.iter().find(|i| i.name() == name) {
+            return Ok(*isa);
+        }
+        Err(ModelError::Isa {
+            requested: name.to_string(),
+            runs: supported.iter().map(|i| i.name()).collect(),
+        })
+    }
+
+    /// Its name, as [`ISA_VAR`] gives it.
+    pub(crate) fn name(self) -> &'static str {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx2 => "avx2",
+            Kind::Portable => "portable",
+        }
+    }
+
     /// The portable set (any CPU).
     #[cfg(test)]
     pub(crate) fn portable() -> Isa {
@@ -52,7 +89,6 @@ impl Isa {
     }
 
     /// Every set this CPU can run, fastest first.
-    #[cfg(test)]
     pub(crate) fn supported() -> Vec<Isa> {
         let mut all = vec![Isa::detect()];
         #[cfg(target_arch = "x86_64")]

@@ -7,6 +7,21 @@ use super::{pad_before, relu6_biased, Isa};
 use crate::layers::Folded;
 
 #[test]
+fn every_set_the_cpu_runs_is_named_and_no_other() {
+    let all = Isa::supported();
+    assert_eq!(all[0], Isa::detect());
+    assert_eq!(all.last(), Some(&Isa::portable()));
+    for isa in &all {
+        assert_eq!(Isa::named(isa.name()).ok(), Some(*isa));
+    }
+    let err = Isa::named("sse9").unwrap_err().to_string();
+    assert!(
+        err.starts_with("FRUITS_ISA=sse9: ") && err.ends_with("portable)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn same_padding_is_tensorflows() {
     assert_eq!(pad_before(224, 2), 0);
     assert_eq!(pad_before(112, 2), 0);
