@@ -1,6 +1,7 @@
-# Sourced by scripts/test and .ci/run: installs what the build and the tests need where it is
-# missing (Debian's packages, the s3s-fs S3 server, a python with the readers' packages), keeps
-# the slow parts under ~/.cache/fruits-ci, and exports where they are. Defines `phase`.
+# Sourced by scripts/test and .ci/run: the steps that install what the build and the tests need
+# where it is missing (Debian's packages, the s3s-fs S3 server, a python with the readers'
+# packages), keeping the slow parts under ~/.cache/fruits-ci, and `phase`; exports where the
+# tools are.
 # shellcheck shell=bash
 
 CACHE="$HOME/.cache/fruits-ci"
@@ -62,8 +63,5 @@ install_python() {
     fi
 }
 
-phase apt install_apt
-phase s3s-fs install_s3s_fs
-phase python install_python
 export PATH="$CACHE/tools/bin:$PATH"
 export FRUITS_PYTHON="${FRUITS_PYTHON:-$CACHE/py-readers/bin/python}"
