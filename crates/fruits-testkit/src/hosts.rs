@@ -178,6 +178,17 @@ impl Network {
         cmd
     }
 
+    /// Keeps host `name`'s outgoing connections off `ports` (e.g. `"50050-50052"`), as on a
+    /// machine whose services bind fixed ports (`net.ipv4.ip_local_reserved_ports`, which each
+    /// namespace has its own of): otherwise a connection made before a service binds (an
+    /// executor's own, to the scheduler) can take that service's port from the ephemeral range.
+    pub fn reserve_ports(&self, name: &str, ports: &str) {
+        let set = format!("echo {ports} > /proc/sys/net/ipv4/ip_local_reserved_ports");
+        if let Err(e) = ip(&["netns", "exec", &self.host(name).ns, "sh", "-c", &set]) {
+            panic!("reserving ports {ports} on host {name}: {e}");
+        }
+    }
+
     /// Plugs host `name`'s cable in (`up`) or out at the switch. Out, the host's own side stays
     /// up: what it sends is lost, and its connections hang until their own timeouts.
     pub fn set_link(&self, name: &str, up: bool) {

@@ -171,7 +171,7 @@ fn predictions(json: &serde_json::Value) -> Vec<(String, f64)> {
 /// (0.31 on AVX-512, 0.25 on AVX2; chance is 0.2), so no floor here (the real weights get one
 /// on Fruits-360 below): the validation figures are the saved head's own on the held-out
 /// photos of `validation.json`, and the fit lowered the training photos' loss below that of
-/// a head that knows nothing (ln 5 on 5 balanced classes).
+/// a head of zeros (ln 5: it gives each of the 5 classes 1/5).
 fn assert_fixture_training_holds(
     c: &Classifier,
     rows: &[fruits_testkit::Row],

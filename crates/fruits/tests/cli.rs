@@ -262,19 +262,20 @@ fn bench_prints_one_json_object_with_the_figures() {
     fruits_testkit::write_photo_tree(&input, 2, 3);
     let weights = dir.path().join("weights");
     fruits_testkit::synthetic_weights(&weights, 5);
-    let out = fruits(
-        &[
+    // `fruits bench --json ARGS` on the kernel set `isa` (empty: the fastest).
+    let bench = |args: &[&str], isa: &str| {
+        let mut all = vec![
             "bench",
             "--input",
             input.to_str().unwrap(),
             "--weights",
             weights.to_str().unwrap(),
             "--json",
-            "--limit",
-            "4",
-        ],
-        &[],
-    );
+        ];
+        all.extend_from_slice(args);
+        fruits(&all, &[("FRUITS_ISA", Path::new(isa))])
+    };
+    let out = bench(&["--limit", "4"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
@@ -288,35 +289,14 @@ fn bench_prints_one_json_object_with_the_figures() {
     assert_eq!(v["images_sampled"], 4);
     assert_eq!(v["end_to_end_images"], 6);
     assert!(v["kernels"].is_string(), "{v}");
-}
 
-#[test]
-fn fruits_isa_chooses_the_kernels_and_refuses_a_set_in_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("photos");
-    fruits_testkit::write_photo_tree(&input, 1, 2);
-    let weights = dir.path().join("weights");
-    fruits_testkit::synthetic_weights(&weights, 5);
-    let bench = |isa: &str| {
-        fruits(
-            &[
-                "bench",
-                "--input",
-                input.to_str().unwrap(),
-                "--weights",
-                weights.to_str().unwrap(),
-                "--json",
-                "--no-end-to-end",
-            ],
-            &[("FRUITS_ISA", Path::new(isa))],
-        )
-    };
-    let out = bench("portable");
+    // FRUITS_ISA chooses the kernels, and a set the CPU does not run is one line.
+    let out = bench(&["--limit", "2", "--no-end-to-end"], "portable");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kernels"], "portable", "{v}");
     assert_fails(
-        &bench("sse9"),
+        &bench(&["--no-end-to-end"], "sse9"),
         &["FRUITS_ISA=sse9", "not a kernel set", "portable"],
     );
 }

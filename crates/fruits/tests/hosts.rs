@@ -27,6 +27,11 @@ const TOKEN: &str = "hosts-test-token-0123456789abcdef";
 /// Ports, as in `deploy/systemd/fruits.env`.
 const SCHEDULER_PORT: u16 = 50050;
 const EXECUTOR_PORT: u16 = 50051;
+/// The ports above and the executor's gRPC port after its Flight port, kept off each host's
+/// outgoing connections: an executor connects to the scheduler before it binds, and such a
+/// connection's ephemeral port can be one of them (seen once: `Address already in use`).
+static CLUSTER_PORTS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SCHEDULER_PORT}-{}", EXECUTOR_PORT + 1));
 /// Seconds without a heartbeat before the scheduler declares an executor lost (executors beat
 /// every second): short, so that faults resolve quickly, on a machine kept busy.
 const EXECUTOR_TIMEOUT_S: u64 = 5;
@@ -69,7 +74,11 @@ impl Hosts {
     /// weights on S3. `None` where namespaces or s3s-fs are missing (see `skip`).
     fn new() -> Option<Hosts> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let net = Network::create(&["scheduler", "executor-1", "executor-2", "s3", "client"])?;
+        let hosts = ["scheduler", "executor-1", "executor-2", "s3", "client"];
+        let net = Network::create(&hosts)?;
+        for host in hosts {
+            net.reserve_ports(host, &CLUSTER_PORTS);
+        }
         let s3 = S3Server::start_on(&net, "s3")?;
         let bucket = s3.bucket("fruits");
         fruits_testkit::write_photo_tree(&bucket.join("Test"), CLASSES, PER_CLASS);
@@ -456,6 +465,7 @@ fn an_executor_joining_mid_run_takes_work() {
     h.start_cluster(&["executor-1"]);
     let (run, started) = h.run_until(4);
     h.net.add_host("executor-3");
+    h.net.reserve_ports("executor-3", &CLUSTER_PORTS);
     let joined = h.start_executor("executor-3");
     let stdout = finished(run);
     report("executor joins mid-run", started.elapsed());

@@ -13,10 +13,10 @@
 
 pub(crate) mod depthwise;
 pub(crate) mod pointwise;
-
-use crate::ModelError;
 #[cfg(test)]
 mod tests;
+
+use crate::ModelError;
 
 /// A kernel set this CPU runs. Only run-time detection makes one ([`Isa::detect`],
 /// [`Isa::from_env`], [`Isa::supported`], and in tests [`Isa::portable`]).
