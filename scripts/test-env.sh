@@ -7,13 +7,19 @@
 CACHE="$HOME/.cache/fruits-ci"
 export CARGO_TERM_COLOR=never
 
-# `phase NAME COMMAND...`: runs COMMAND, then prints how long it took (the CI log's timings).
+# `phase NAME COMMAND...`: runs COMMAND, then prints how long it took (the CI log's timings),
+# failed or not, and returns its status.
 phase() {
-    local name=$1 start=$SECONDS
+    local name=$1 start=$SECONDS rc=0
     shift
     echo "== phase $name: started"
-    "$@"
-    echo "== phase $name: $((SECONDS - start)) s"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "== phase $name: $((SECONDS - start)) s"
+    else
+        echo "== phase $name: $((SECONDS - start)) s, failed (exit $rc)"
+    fi
+    return "$rc"
 }
 
 # Debian's packages: nasm (libjpeg-turbo's SIMD decoder; mozjpeg-sys builds without it, only
